@@ -1,0 +1,177 @@
+//! Configuration: the TOML file under `conf/` read into typed, validated runtime structs.
+//!
+//! Pipeline: text → `file::RawConfig` (serde, unknown keys rejected) → `validate::build`
+//! (units, addresses, cross-references; every problem collected) → [`Config`], which has no
+//! open defaults left. Every problem is reported as `FILE:LINE:key: message`.
+
+mod file;
+mod locate;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use locate::KeyPath;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Worker threads per listener service (default: CPU cores).
+    pub threads: usize,
+    /// Longest drain on SIGTERM (default 10 s).
+    pub grace_period: Duration,
+    /// Largest request head accepted before 431 (default 64 KiB).
+    pub max_request_header_size: usize,
+    /// Largest request body accepted before 413 (default 16 MiB).
+    pub max_request_body_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub http1: bool,
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    LeastConn,
+    RoundRobin,
+    Random,
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    Host,
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub balance: Balance,
+    /// Idle keep-alive connections kept per server (default 32).
+    pub keepalive: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Further tries on another server when connecting fails (default 2).
+    pub retries: usize,
+    pub try_when_all_down: bool,
+    pub servers: Vec<ServerConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Passive health: failures within `fail_timeout` that mark the server down (0 = off).
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum HealthCheckKind {
+    Http {
+        path: String,
+        expect_status: u16,
+        host: Option<String>,
+    },
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Exact host or `*.suffix`; `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a config could not be loaded: every problem found, each naming file, line and key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, problem) in self.problems.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            match (problem.line, problem.key.is_empty()) {
+                (0, _) => write!(f, "{}: {}", self.file, problem.message)?,
+                (line, true) => write!(f, "{}:{}: {}", self.file, line, problem.message)?,
+                (line, false) => write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.file, line, problem.key, problem.message
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path` (used by `load` and by tests).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(text, path).map_err(|problems| ConfigError {
+            file: path.display().to_string(),
+            problems,
+        })
+    }
+}

@@ -1,0 +1,538 @@
+//! Turns the raw file into the runtime [`Config`]: fills defaults, parses units and addresses,
+//! checks cross-references, and collects every problem with its line and key.
+
+use super::file::{RawConfig, RawHealthCheck, RawListener, RawRoute, RawServer, RawUpstream};
+use super::locate::{KeyPath, SourceMap};
+use super::units::{parse_duration, parse_size};
+use super::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::ToSocketAddrs;
+
+const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
+const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
+const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 * 1024 * 1024;
+const DEFAULT_KEEPALIVE: usize = 32;
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 1;
+const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+const DEFAULT_RETRIES: usize = 2;
+const DEFAULT_MAX_FAILS: u32 = 1;
+const DEFAULT_FAIL_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_HEALTH_INTERVAL_SECS: u64 = 5;
+const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 1;
+const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// Collects problems while building the runtime config.
+struct Checker {
+    map: SourceMap,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: self.map.line_of_path(path),
+            key: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, value: &Option<String>, path: &KeyPath, default: Duration) -> Duration {
+        match value.as_deref().map(parse_duration) {
+            None => default,
+            Some(Ok(duration)) => duration,
+            Some(Err(message)) => {
+                self.problem(path, message);
+                default
+            }
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        value: &Option<String>,
+        path: &KeyPath,
+        default: Duration,
+    ) -> Duration {
+        let duration = self.duration(value, path, default);
+        if duration.is_zero() {
+            self.problem(path, "must be greater than 0");
+            return default;
+        }
+        duration
+    }
+
+    fn size(&mut self, value: &Option<String>, path: &KeyPath, default: u64) -> u64 {
+        match value.as_deref().map(parse_size) {
+            None => default,
+            Some(Ok(size)) if size > 0 => size,
+            Some(Ok(_)) => {
+                self.problem(path, "must be greater than 0");
+                default
+            }
+            Some(Err(message)) => {
+                self.problem(path, message);
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, value: Option<u32>, path: &KeyPath, default: u32) -> u32 {
+        match value {
+            Some(0) => {
+                self.problem(path, "must be > 0");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+}
+
+pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
+    let map = SourceMap::new(text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => return Err(vec![serde_problem(&map, &error)]),
+    };
+    let mut checker = Checker {
+        map,
+        problems: Vec::new(),
+    };
+    let config = build(&mut checker, raw, path);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        checker.problems.sort_by_key(|p| p.line);
+        Err(checker.problems)
+    }
+}
+
+fn serde_problem(map: &SourceMap, error: &toml::de::Error) -> Problem {
+    let offset = error.span().map(|span| span.start);
+    let message = error.message().trim().to_string();
+    let message = if message.starts_with("unknown field") {
+        format!("unknown key ({message})")
+    } else {
+        message
+    };
+    Problem {
+        line: offset.map(|o| map.line_of(o)).unwrap_or(0),
+        key: offset
+            .map(|o| map.path_at(o).to_string())
+            .unwrap_or_default(),
+        message,
+    }
+}
+
+fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
+    let root = KeyPath::root();
+    let server = build_server(checker, &raw.server, &root.key("server"));
+    let listeners = build_listeners(checker, &raw.listener, &root.key("listener"));
+    let upstreams = raw
+        .upstream
+        .iter()
+        .map(|(name, upstream)| {
+            let path = root.key("upstream").key(name);
+            (name.clone(), build_upstream(checker, name, upstream, &path))
+        })
+        .collect::<BTreeMap<_, _>>();
+    let routes = build_routes(checker, &raw.route, &upstreams, &root.key("route"));
+    Config {
+        source: source.to_path_buf(),
+        server,
+        listeners,
+        upstreams,
+        routes,
+    }
+}
+
+fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> ServerSettings {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = match raw.threads {
+        Some(0) => {
+            checker.problem(&path.key("threads"), "must be > 0");
+            cores
+        }
+        Some(n) => n,
+        None => cores,
+    };
+    let header_limit = checker.size(
+        &raw.max_request_header_size,
+        &path.key("max_request_header_size"),
+        DEFAULT_MAX_REQUEST_HEADER_BYTES,
+    );
+    ServerSettings {
+        threads,
+        grace_period: checker.duration(
+            &raw.grace_period,
+            &path.key("grace_period"),
+            Duration::from_secs(DEFAULT_GRACE_PERIOD_SECS),
+        ),
+        max_request_header_size: usize::try_from(header_limit).unwrap_or(usize::MAX),
+        max_request_body_size: checker.size(
+            &raw.max_request_body_size,
+            &path.key("max_request_body_size"),
+            DEFAULT_MAX_REQUEST_BODY_BYTES,
+        ),
+    }
+}
+
+fn build_listeners(
+    checker: &mut Checker,
+    raw: &[RawListener],
+    path: &KeyPath,
+) -> Vec<ListenerConfig> {
+    if raw.is_empty() {
+        checker.problem(path, "at least one [[listener]] is required");
+    }
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut listeners = Vec::new();
+    for (index, listener) in raw.iter().enumerate() {
+        let here = path.index(index);
+        let address = match listener.address.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => {
+                checker.problem(
+                    &here.key("address"),
+                    format!(
+                        "invalid address \"{}\": expected IP:PORT such as \"127.0.0.1:8080\"",
+                        listener.address
+                    ),
+                );
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(address, index) {
+            checker.problem(
+                &here.key("address"),
+                format!("address {address} is already used by listener[{first}]"),
+            );
+        }
+        let protocols = listener
+            .protocols
+            .clone()
+            .unwrap_or_else(|| vec!["http1".into()]);
+        let (mut http1, mut h2c) = (false, false);
+        for (n, protocol) in protocols.iter().enumerate() {
+            match protocol.as_str() {
+                "http1" => http1 = true,
+                "h2c" => h2c = true,
+                other => checker.problem(
+                    &here.key("protocols").index(n),
+                    format!("unknown protocol \"{other}\" (use \"http1\" or \"h2c\")"),
+                ),
+            }
+        }
+        if protocols.is_empty() {
+            checker.problem(&here.key("protocols"), "must name at least one protocol");
+        }
+        listeners.push(ListenerConfig {
+            address,
+            http1,
+            h2c,
+        });
+    }
+    listeners
+}
+
+fn build_upstream(
+    checker: &mut Checker,
+    name: &str,
+    raw: &RawUpstream,
+    path: &KeyPath,
+) -> UpstreamConfig {
+    let balance = build_balance(checker, raw, path);
+    if raw.server.is_empty() {
+        checker.problem(
+            &path.key("server"),
+            format!("upstream \"{name}\" has no servers: add [[upstream.{name}.server]]"),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut servers = Vec::new();
+    for (index, server) in raw.server.iter().enumerate() {
+        let here = path.key("server").index(index);
+        let weight = checker.positive(server.weight, &here.key("weight"), 1);
+        let fail_timeout = checker.positive_duration(
+            &server.fail_timeout,
+            &here.key("fail_timeout"),
+            Duration::from_secs(DEFAULT_FAIL_TIMEOUT_SECS),
+        );
+        let Some(address) = resolve(&server.address) else {
+            checker.problem(
+                &here.key("address"),
+                format!(
+                    "invalid address \"{}\": expected HOST:PORT such as \"127.0.0.1:9001\"",
+                    server.address
+                ),
+            );
+            continue;
+        };
+        if !seen.insert(address) {
+            checker.problem(
+                &here.key("address"),
+                format!("server {address} is listed twice in this upstream"),
+            );
+        }
+        servers.push(ServerConfig {
+            address,
+            weight,
+            max_fails: server.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
+            fail_timeout,
+        });
+    }
+    UpstreamConfig {
+        name: name.to_string(),
+        balance,
+        keepalive: raw.keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+        connect_timeout: checker.positive_duration(
+            &raw.connect_timeout,
+            &path.key("connect_timeout"),
+            Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+        ),
+        read_timeout: checker.positive_duration(
+            &raw.read_timeout,
+            &path.key("read_timeout"),
+            Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
+        ),
+        write_timeout: checker.positive_duration(
+            &raw.write_timeout,
+            &path.key("write_timeout"),
+            Duration::from_secs(DEFAULT_WRITE_TIMEOUT_SECS),
+        ),
+        idle_timeout: checker.positive_duration(
+            &raw.idle_timeout,
+            &path.key("idle_timeout"),
+            Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+        ),
+        retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
+        try_when_all_down: raw.try_when_all_down.unwrap_or(false),
+        servers,
+        health_check: raw
+            .health_check
+            .as_ref()
+            .map(|check| build_health_check(checker, check, &path.key("health_check"))),
+    }
+}
+
+/// Accepts `IP:PORT`, or `HOST:PORT` resolved once at load time (the first address wins).
+fn resolve(address: &str) -> Option<SocketAddr> {
+    if let Ok(address) = address.parse() {
+        return Some(address);
+    }
+    address.to_socket_addrs().ok()?.next()
+}
+
+fn build_balance(checker: &mut Checker, raw: &RawUpstream, path: &KeyPath) -> Balance {
+    let hash_key = match raw.hash_key.as_deref() {
+        None | Some("client_ip") => HashKey::ClientIp,
+        Some("uri") => HashKey::Uri,
+        Some("host") => HashKey::Host,
+        Some(other) => match other
+            .strip_prefix("header:")
+            .map(http::HeaderName::try_from)
+        {
+            Some(Ok(name)) => HashKey::Header(name),
+            _ => {
+                checker.problem(
+                    &path.key("hash_key"),
+                    format!("invalid hash_key \"{other}\" (use \"client_ip\", \"uri\", \"host\" or \"header:NAME\")"),
+                );
+                HashKey::ClientIp
+            }
+        },
+    };
+    match raw.balance.as_deref() {
+        None | Some("least_conn") => Balance::LeastConn,
+        Some("round_robin") => Balance::RoundRobin,
+        Some("random") => Balance::Random,
+        Some("hash") => Balance::Hash(hash_key),
+        Some(other) => {
+            checker.problem(
+                &path.key("balance"),
+                format!("unknown balance \"{other}\" (use \"least_conn\", \"round_robin\", \"random\" or \"hash\")"),
+            );
+            Balance::LeastConn
+        }
+    }
+}
+
+fn build_health_check(
+    checker: &mut Checker,
+    raw: &RawHealthCheck,
+    path: &KeyPath,
+) -> HealthCheckConfig {
+    let kind = match raw.kind.as_deref() {
+        None | Some("http") => {
+            let expect_status = raw.expect_status.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                checker.problem(
+                    &path.key("expect_status"),
+                    "must be an HTTP status between 100 and 599",
+                );
+            }
+            let path_value = raw.path.clone().unwrap_or_else(|| "/health".to_string());
+            if !path_value.starts_with('/') {
+                checker.problem(&path.key("path"), "must start with \"/\"");
+            }
+            HealthCheckKind::Http {
+                path: path_value,
+                expect_status,
+                host: raw.host.clone(),
+            }
+        }
+        Some("tcp") => HealthCheckKind::Tcp,
+        Some(other) => {
+            checker.problem(
+                &path.key("type"),
+                format!("unknown health check type \"{other}\" (use \"http\" or \"tcp\")"),
+            );
+            HealthCheckKind::Tcp
+        }
+    };
+    HealthCheckConfig {
+        kind,
+        interval: checker.positive_duration(
+            &raw.interval,
+            &path.key("interval"),
+            Duration::from_secs(DEFAULT_HEALTH_INTERVAL_SECS),
+        ),
+        timeout: checker.positive_duration(
+            &raw.timeout,
+            &path.key("timeout"),
+            Duration::from_secs(DEFAULT_HEALTH_TIMEOUT_SECS),
+        ),
+        healthy: checker.positive(raw.healthy, &path.key("healthy"), DEFAULT_HEALTHY_THRESHOLD),
+        unhealthy: checker.positive(
+            raw.unhealthy,
+            &path.key("unhealthy"),
+            DEFAULT_UNHEALTHY_THRESHOLD,
+        ),
+    }
+}
+
+fn build_routes(
+    checker: &mut Checker,
+    raw: &[RawRoute],
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+    path: &KeyPath,
+) -> Vec<RouteConfig> {
+    let mut seen = HashMap::new();
+    let mut routes = Vec::new();
+    for (index, route) in raw.iter().enumerate() {
+        let here = path.index(index);
+        if !upstreams.contains_key(&route.upstream) {
+            let known = upstreams.keys().cloned().collect::<Vec<_>>().join(", ");
+            checker.problem(
+                &here.key("upstream"),
+                format!(
+                    "no upstream named \"{}\" (defined: {known})",
+                    route.upstream
+                ),
+            );
+        }
+        let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if let Some(host) = &host {
+            if let Err(message) = crate::route::check_host_pattern(host) {
+                checker.problem(&here.key("host"), message);
+            }
+        }
+        let path_prefix = route.path_prefix.clone().unwrap_or_else(|| "/".to_string());
+        if !path_prefix.starts_with('/') {
+            checker.problem(&here.key("path_prefix"), "must start with \"/\"");
+        }
+        if let Some(first) = seen.insert((host.clone(), path_prefix.clone()), index) {
+            checker.problem(
+                &here.key("path_prefix"),
+                format!("the same host and path_prefix as route[{first}]"),
+            );
+        }
+        routes.push(RouteConfig {
+            host,
+            path_prefix,
+            upstream: route.upstream.clone(),
+        });
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[listener]]
+address = "127.0.0.1:8080"
+
+[upstream.api]
+[[upstream.api.server]]
+address = "127.0.0.1:9001"
+
+[[route]]
+upstream = "api"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse_and_validate(text, Path::new("t.toml"))
+            .err()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minimal_config_takes_every_default() {
+        let config = parse_and_validate(GOOD, Path::new("t.toml")).expect("valid");
+        let api = &config.upstreams["api"];
+        assert_eq!(api.balance, Balance::LeastConn);
+        assert_eq!(api.retries, DEFAULT_RETRIES);
+        assert_eq!(api.servers[0].weight, 1);
+        assert_eq!(config.routes[0].path_prefix, "/");
+        assert!(config.listeners[0].http1 && !config.listeners[0].h2c);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line_and_path() {
+        let found = problems(&GOOD.replace("[upstream.api]", "[upstream.api]\nretires = 3"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "upstream.api.retires");
+        assert_eq!(found[0].line, 6);
+        assert!(found[0].message.contains("unknown key"));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_in_one_run() {
+        let text = GOOD
+            .replace(
+                "address = \"127.0.0.1:9001\"",
+                "address = \"127.0.0.1:9001\"\nweight = 0",
+            )
+            .replace("upstream = \"api\"", "upstream = \"nope\"")
+            .replace("[upstream.api]", "[upstream.api]\nconnect_timeout = \"1x\"");
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "upstream.api.connect_timeout",
+                "upstream.api.server[0].weight",
+                "route[0].upstream"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_listeners_and_empty_upstreams_are_rejected() {
+        let text =
+            format!("{GOOD}\n[[listener]]\naddress = \"127.0.0.1:8080\"\n[upstream.empty]\n");
+        let found = problems(&text);
+        assert!(found
+            .iter()
+            .any(|p| p.key == "listener[1].address" && p.message.contains("already used")));
+        assert!(found
+            .iter()
+            .any(|p| p.key == "upstream.empty.server" && p.line == 14));
+    }
+}

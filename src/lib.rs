@@ -1,0 +1,14 @@
+//! Parapet: a reverse proxy, load balancer and edge cache on Pingora.
+//!
+//! One request's path: a listener (`listen`) accepts HTTP/1.1 or h2c and hands the request to
+//! the shared proxy (`proxy`), which finds the route (`route`), picks a server of the route's
+//! upstream by its balance and health (`upstream`), forwards the request over a pooled
+//! connection with the forwarding headers set (`proxy::headers`), and streams the answer back.
+//! `config` reads and validates the TOML that drives it all.
+
+pub mod config;
+pub mod demo;
+pub mod listen;
+pub mod proxy;
+pub mod route;
+pub mod upstream;

@@ -1,0 +1,110 @@
+//! The `parapet` command: parse arguments, load the config, run.
+
+use clap::{Parser, Subcommand};
+use parapet::config::Config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "conf/parapet.toml";
+/// The shipped config, for `parapet demo` run outside the source tree.
+const SHIPPED_CONFIG: &str = include_str!("../conf/parapet.toml");
+
+/// Parapet: a reverse proxy, load balancer and edge cache built on Pingora.
+#[derive(Parser)]
+#[command(name = "parapet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a config file.
+    Run {
+        /// Config file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Take the listening sockets over from a running Parapet (after sending it SIGQUIT).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config file, print every problem as FILE:LINE:KEY: message, and exit.
+    Check {
+        /// Config file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the shipped config with built-in demo origins on its loopback server addresses.
+    Demo {
+        /// Config file (TOML); without it, conf/parapet.toml or the copy built into the binary.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(2)
+    })
+}
+
+fn demo_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        Some(path) => load(&path),
+        None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG)),
+        None => Config::parse(SHIPPED_CONFIG, Path::new("(built-in) conf/parapet.toml")).map_err(
+            |error| {
+                eprintln!("{error}");
+                ExitCode::from(2)
+            },
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config, upgrade } => {
+            init_logging();
+            match load(&config) {
+                Ok(config) => parapet::listen::run(config, upgrade),
+                Err(code) => code,
+            }
+        }
+        Command::Demo { config } => {
+            init_logging();
+            let config = match demo_config(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            if let Err(error) =
+                parapet::demo::start_origins(parapet::demo::origin_addresses(&config))
+            {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+            for listener in &config.listeners {
+                println!("Parapet demo: try  curl -i http://{}/", listener.address);
+            }
+            parapet::listen::run(config, false)
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Header rewrites between client and upstream: forwarding headers (`X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `Forwarded`, `Via`) and removal of hop-by-hop headers (RFC 9110 §7.6.1).
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE, VIA,
+};
+use std::net::IpAddr;
+
+/// Our pseudonym in `Via` (RFC 9110 §7.6.3).
+pub const VIA_PSEUDONYM: &str = "parapet";
+
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const FORWARDED: &str = "forwarded";
+
+/// The protocol version as written in `Via`: "1.0", "1.1", "2" or "3".
+pub fn via_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// True when the request asks to switch protocols (e.g. WebSocket), which must keep its
+/// `Connection: upgrade` and `Upgrade` headers to work through the proxy.
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Names of the hop-by-hop headers present: the fixed list plus those the `Connection` header
+/// names. `keep_upgrade` spares `Connection`/`Upgrade` for a protocol switch.
+pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    names.extend([
+        HeaderName::from_static(KEEP_ALIVE),
+        HeaderName::from_static(PROXY_CONNECTION),
+        TE,
+        TRAILER,
+    ]);
+    if !keep_upgrade {
+        names.extend([CONNECTION, UPGRADE]);
+    }
+    names.retain(|name| headers.contains_key(name));
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}
+
+/// What the upstream should learn about the client's request.
+pub struct ForwardedFor<'a> {
+    pub client_ip: Option<IpAddr>,
+    /// "http" or "https".
+    pub scheme: &'a str,
+    /// The Host (or :authority) the client asked for.
+    pub host: Option<&'a str>,
+    pub version: http::Version,
+}
+
+/// Appends to the forwarding headers, nginx's `$proxy_add_x_forwarded_for` style: earlier
+/// hops' values are kept and ours is added at the end.
+pub fn forwarding_headers(
+    headers: &HeaderMap,
+    info: &ForwardedFor<'_>,
+) -> Vec<(HeaderName, String)> {
+    let mut out = Vec::with_capacity(4);
+    if let Some(ip) = info.client_ip {
+        out.push((
+            HeaderName::from_static(X_FORWARDED_FOR),
+            append_list(headers, X_FORWARDED_FOR, &ip.to_string()),
+        ));
+    }
+    out.push((
+        HeaderName::from_static(X_FORWARDED_PROTO),
+        info.scheme.to_string(),
+    ));
+    out.push((
+        HeaderName::from_static(FORWARDED),
+        append_list(headers, FORWARDED, &forwarded_element(info)),
+    ));
+    let via = format!("{} {VIA_PSEUDONYM}", via_version(info.version));
+    out.push((VIA, append_list(headers, VIA.as_str(), &via)));
+    out
+}
+
+/// The `Via` value a response gets on its way back to the client.
+pub fn response_via(headers: &HeaderMap, upstream_version: http::Version) -> String {
+    append_list(
+        headers,
+        VIA.as_str(),
+        &format!("{} {VIA_PSEUDONYM}", via_version(upstream_version)),
+    )
+}
+
+fn append_list(headers: &HeaderMap, name: &str, ours: &str) -> String {
+    let earlier: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if earlier.is_empty() {
+        ours.to_string()
+    } else {
+        format!("{}, {ours}", earlier.join(", "))
+    }
+}
+
+/// One `Forwarded` element (RFC 7239): `for=...;host=...;proto=...`, quoting where needed.
+fn forwarded_element(info: &ForwardedFor<'_>) -> String {
+    let mut parts = Vec::with_capacity(3);
+    match info.client_ip {
+        Some(IpAddr::V6(ip)) => parts.push(format!("for=\"[{ip}]\"")),
+        Some(ip) => parts.push(format!("for={ip}")),
+        None => parts.push("for=unknown".to_string()),
+    }
+    if let Some(host) = info.host.filter(|h| HeaderValue::from_str(h).is_ok()) {
+        if host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+        {
+            parts.push(format!("host={host}"));
+        } else {
+            parts.push(format!("host=\"{}\"", host.replace(['"', '\\'], "")));
+        }
+    }
+    parts.push(format!("proto={}", info.scheme));
+    parts.join(";")
+}
+
+/// The Host a request is for: the `Host` header, or the URI's authority (HTTP/2).
+pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_includes_headers_named_in_connection() {
+        let map = headers(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        let mut names: Vec<String> = hop_by_hop_names(&map, false)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["connection", "keep-alive", "te", "x-secret"]);
+    }
+
+    #[test]
+    fn websocket_upgrades_keep_their_upgrade_headers() {
+        let map = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&map));
+        assert!(hop_by_hop_names(&map, true).is_empty());
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_earlier_hops() {
+        let map = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        let info = ForwardedFor {
+            client_ip: Some("127.0.0.1".parse().unwrap()),
+            scheme: "http",
+            host: Some("api.example.com:8080"),
+            version: http::Version::HTTP_11,
+        };
+        let out = forwarding_headers(&map, &info);
+        let get = |name: &str| out.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+        assert_eq!(get("x-forwarded-proto"), Some("http"));
+        assert_eq!(
+            get("forwarded"),
+            Some("for=203.0.113.7, for=127.0.0.1;host=\"api.example.com:8080\";proto=http")
+        );
+        assert_eq!(get("via"), Some("1.1 parapet"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let info = ForwardedFor {
+            client_ip: Some("::1".parse().unwrap()),
+            scheme: "http",
+            host: None,
+            version: http::Version::HTTP_2,
+        };
+        let out = forwarding_headers(&HeaderMap::new(), &info);
+        assert!(out
+            .iter()
+            .any(|(n, v)| n == "forwarded" && v == "for=\"[::1]\";proto=http"));
+        assert!(out.iter().any(|(n, v)| n == "via" && v == "2 parapet"));
+    }
+}

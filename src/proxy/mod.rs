@@ -1,0 +1,388 @@
+//! The request pipeline: Parapet's `ProxyHttp` implementation. Each phase, in the order Pingora
+//! calls it, hands off to `route`, `upstream` and `headers`; the logic lives there.
+
+mod error;
+pub mod headers;
+
+use crate::config::{Config, HashKey, ServerSettings};
+use crate::route::{normalize_host, Router};
+use crate::upstream::{NoServer, Selection, ServerState, Upstream};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Requests being processed right now, across every listener (for the drain on SIGTERM).
+static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Requests still in progress anywhere in the process.
+pub fn active_requests() -> usize {
+    ACTIVE_REQUESTS.load(Ordering::Relaxed)
+}
+
+/// Counts one request in `ACTIVE_REQUESTS` for as long as it lives.
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn start() -> Self {
+        ACTIVE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        ACTIVE_REQUESTS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a matched route sends its requests.
+pub struct RouteTarget {
+    pub upstream: Arc<Upstream>,
+}
+
+/// Everything a request needs from the current config; swapped whole on reload.
+pub struct Runtime {
+    pub settings: ServerSettings,
+    pub router: Router<Arc<RouteTarget>>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl Runtime {
+    /// Builds the runtime; `previous` lends server state (in-flight counts, health) to servers
+    /// that stay.
+    pub fn build(config: &Config, previous: Option<&Runtime>) -> Runtime {
+        let existing = |upstream: &str, address: SocketAddr| -> Option<Arc<ServerState>> {
+            let old = previous?.upstreams.get(upstream)?;
+            old.servers.iter().find(|s| s.address == address).cloned()
+        };
+        let upstreams: HashMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                let built = Upstream::new(upstream.clone(), |address| existing(name, address));
+                (name.clone(), Arc::new(built))
+            })
+            .collect();
+        let router = Router::new(config.routes.iter().filter_map(|route| {
+            let upstream = Arc::clone(upstreams.get(&route.upstream)?);
+            Some((
+                route.host.clone(),
+                route.path_prefix.clone(),
+                Arc::new(RouteTarget { upstream }),
+            ))
+        }));
+        Runtime {
+            settings: config.server.clone(),
+            router,
+            upstreams,
+        }
+    }
+}
+
+/// Parapet's proxy logic, shared by every listener.
+pub struct Parapet {
+    runtime: ArcSwap<Runtime>,
+}
+
+impl Parapet {
+    pub fn new(runtime: Runtime) -> Self {
+        Parapet {
+            runtime: ArcSwap::from_pointee(runtime),
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    _active: ActiveRequest,
+    runtime: Arc<Runtime>,
+    target: Option<Arc<RouteTarget>>,
+    /// Servers (indexes in the upstream) this request has tried, in order.
+    tried: Vec<usize>,
+    /// The server of the current try; dropping it releases its in-flight slot.
+    current: Option<Selection>,
+    /// Retries spent on pooled connections the server had already closed.
+    stale_connection_retries: usize,
+    request_body_bytes: u64,
+}
+
+/// Retries allowed for pooled connections that turn out closed, on top of `retries`.
+const MAX_STALE_CONNECTION_RETRIES: usize = 2;
+
+const NOT_FOUND_BODY: &[u8] = b"404 Not Found: no route for this host and path\n";
+
+#[async_trait]
+impl ProxyHttp for Parapet {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            _active: ActiveRequest::start(),
+            runtime: self.runtime(),
+            target: None,
+            tried: Vec::new(),
+            current: None,
+            stale_connection_retries: 0,
+            request_body_bytes: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(status) =
+            error::request_over_limits(session.req_header(), &ctx.runtime.settings)
+        {
+            session.respond_error(status).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let host = headers::request_host(&req.headers, &req.uri).map(|h| normalize_host(&h));
+        let found = ctx
+            .runtime
+            .router
+            .lookup(host.as_deref().unwrap_or(""), req.uri.path());
+        match found {
+            Some(target) => {
+                ctx.target = Some(Arc::clone(target));
+                Ok(false)
+            }
+            None => {
+                error::respond_text(session, 404, NOT_FOUND_BODY).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.request_body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.request_body_bytes > ctx.runtime.settings.max_request_body_size {
+            return Error::e_explain(
+                HTTPStatus(413),
+                "request body larger than max_request_body_size",
+            );
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let target = ctx
+            .target
+            .clone()
+            .ok_or_else(|| Error::explain(InternalError, "upstream_peer called without a route"))?;
+        let upstream = &target.upstream;
+        let key = hash_key(session, upstream);
+        // The previous try's guard is dropped here, so its in-flight slot is released first.
+        ctx.current = None;
+        let selection = upstream
+            .select(&ctx.tried, &key)
+            .map_err(|why| no_server_error(upstream, why))?;
+        ctx.tried.push(selection.index);
+        let peer = error::peer_for(upstream, selection.address);
+        ctx.current = Some(selection);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        let host = headers::request_host(&upstream_request.headers, &upstream_request.uri);
+        let keep_upgrade = headers::is_upgrade_request(&upstream_request.headers);
+        for name in headers::hop_by_hop_names(&upstream_request.headers, keep_upgrade) {
+            upstream_request.remove_header(&name);
+        }
+        let info = headers::ForwardedFor {
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            scheme: "http",
+            host: host.as_deref(),
+            version: session.req_header().version,
+        };
+        for (name, value) in headers::forwarding_headers(&upstream_request.headers, &info) {
+            upstream_request.insert_header(name, value)?;
+        }
+        if let Some(host) = host {
+            if !upstream_request.headers.contains_key(http::header::HOST) {
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
+        }
+        if upstream_request.uri.authority().is_some() {
+            let origin_form = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            upstream_request.set_uri(
+                origin_form
+                    .parse()
+                    .map_err(|_| Error::explain(InvalidHTTPHeader, "bad request target"))?,
+            );
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(current) = &ctx.current {
+            current.guard.server().record_success();
+        }
+        let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        for name in headers::hop_by_hop_names(&upstream_response.headers, switching) {
+            upstream_response.remove_header(&name);
+        }
+        let via = headers::response_via(&upstream_response.headers, upstream_response.version);
+        upstream_response.insert_header(http::header::VIA, via)?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(upstream) = ctx.target.as_ref().map(|t| Arc::clone(&t.upstream)) else {
+            return e;
+        };
+        if let Some(current) = &ctx.current {
+            current
+                .guard
+                .server()
+                .record_failure(&upstream.config.servers[current.index]);
+        }
+        e.set_retry(ctx.tried.len() <= upstream.config.retries);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let upstream_fault = e.esource() == &ErrorSource::Upstream;
+        // A pooled connection the server had already closed is not the server's fault.
+        let stale_pooled = upstream_fault
+            && client_reused
+            && ctx.stale_connection_retries < MAX_STALE_CONNECTION_RETRIES;
+        if upstream_fault && !stale_pooled {
+            self.count_failure(ctx);
+        }
+        let safe_to_repeat = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let within_budget = ctx
+            .target
+            .as_ref()
+            .is_some_and(|t| ctx.tried.len() <= t.upstream.config.retries);
+        let retry = safe_to_repeat
+            && upstream_fault
+            && (stale_pooled || (within_budget && !error::is_timeout(&e)));
+        if retry && stale_pooled {
+            ctx.stale_connection_retries += 1;
+            ctx.tried.pop();
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = error::status_for(e);
+        if code > 0 {
+            if let Err(write_error) = session.respond_error(code).await {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.current = None;
+    }
+}
+
+impl Parapet {
+    fn count_failure(&self, ctx: &Ctx) {
+        if let (Some(target), Some(current)) = (&ctx.target, &ctx.current) {
+            current
+                .guard
+                .server()
+                .record_failure(&target.upstream.config.servers[current.index]);
+        }
+    }
+}
+
+fn no_server_error(upstream: &Upstream, why: NoServer) -> Box<Error> {
+    let context = match why {
+        NoServer::AllDown => format!(
+            "every server of upstream \"{}\" is down",
+            upstream.config.name
+        ),
+        NoServer::AllTried => format!(
+            "every server of upstream \"{}\" was tried",
+            upstream.config.name
+        ),
+    };
+    let mut e = Error::explain(HTTPStatus(502), context);
+    e.set_retry(false);
+    e
+}
+
+/// The key `balance = "hash"` hashes, taken from the request.
+fn hash_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
+    let crate::config::Balance::Hash(key) = &upstream.config.balance else {
+        return Vec::new();
+    };
+    let req = session.req_header();
+    match key {
+        HashKey::ClientIp => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+        HashKey::Uri => req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashKey::Host => headers::request_host(&req.headers, &req.uri)
+            .map(|h| normalize_host(&h).into_bytes())
+            .unwrap_or_default(),
+        HashKey::Header(name) => req
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}

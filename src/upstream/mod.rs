@@ -1,0 +1,363 @@
+//! Upstream groups: each server's live state (in-flight count, active and passive health),
+//! selection by the configured balance, and the guard that keeps in-flight counts exact.
+//!
+//! A server's state lives in an `Arc<ServerState>` that outlives any one request and is what
+//! a reload will carry over; the in-flight count is only ever changed by [`InFlightGuard`],
+//! which releases on drop, so errors, retries and client aborts cannot leak a count.
+
+pub mod health;
+pub mod select;
+
+use crate::config::{Balance, ServerConfig, UpstreamConfig};
+use parking_lot::Mutex;
+use select::Candidate;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a server changed state, for the log.
+#[derive(Debug, Clone, Copy)]
+pub enum StateChange {
+    ActiveCheckFailed,
+    ActiveCheckPassed,
+    PassiveFailures,
+}
+
+impl StateChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateChange::ActiveCheckFailed => "active health check failed",
+            StateChange::ActiveCheckPassed => "active health check passed",
+            StateChange::PassiveFailures => "max_fails reached within fail_timeout",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PassiveHealth {
+    failures: u32,
+    window_start: Option<Instant>,
+    down_until: Option<Instant>,
+    last_failure: Option<Instant>,
+}
+
+/// Live state of one server.
+#[derive(Debug)]
+pub struct ServerState {
+    pub upstream: String,
+    pub address: SocketAddr,
+    in_flight: AtomicUsize,
+    active_up: AtomicBool,
+    passive: Mutex<PassiveHealth>,
+}
+
+impl ServerState {
+    pub fn new(upstream: &str, address: SocketAddr) -> Self {
+        ServerState {
+            upstream: upstream.to_string(),
+            address,
+            in_flight: AtomicUsize::new(0),
+            active_up: AtomicBool::new(true),
+            passive: Mutex::new(PassiveHealth::default()),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_active_up(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Records an active check verdict that crossed its threshold; logs real changes.
+    pub fn set_active_up(&self, up: bool, why: StateChange) {
+        if self.active_up.swap(up, Ordering::Relaxed) != up {
+            log_change(self, up, why);
+        }
+    }
+
+    fn passively_down(&self, now: Instant) -> bool {
+        self.passive
+            .lock()
+            .down_until
+            .is_some_and(|until| now < until)
+    }
+
+    fn last_failure(&self) -> Option<Instant> {
+        self.passive.lock().last_failure
+    }
+
+    /// Counts a failure (connect error, timeout, broken connection) nginx-style: `max_fails`
+    /// within `fail_timeout` take the server out for `fail_timeout`.
+    pub fn record_failure(&self, config: &ServerConfig) {
+        let now = Instant::now();
+        let marked_down = {
+            let mut passive = self.passive.lock();
+            passive.last_failure = Some(now);
+            if config.max_fails == 0 {
+                return;
+            }
+            let window_over = passive
+                .window_start
+                .is_none_or(|start| now.duration_since(start) > config.fail_timeout);
+            if window_over {
+                passive.window_start = Some(now);
+                passive.failures = 0;
+            }
+            passive.failures += 1;
+            let already_down = passive.down_until.is_some_and(|until| now < until);
+            if passive.failures >= config.max_fails && !already_down {
+                passive.down_until = Some(now + config.fail_timeout);
+                passive.failures = 0;
+                passive.window_start = None;
+                true
+            } else {
+                false
+            }
+        };
+        if marked_down {
+            log_change(self, false, StateChange::PassiveFailures);
+        }
+    }
+
+    /// A successful exchange clears the failure count (as nginx does).
+    pub fn record_success(&self) {
+        let mut passive = self.passive.lock();
+        passive.failures = 0;
+        passive.window_start = None;
+    }
+}
+
+fn log_change(server: &ServerState, up: bool, why: StateChange) {
+    if up {
+        tracing::info!(upstream = %server.upstream, server = %server.address, reason = why.as_str(), "upstream server is up");
+    } else {
+        tracing::warn!(upstream = %server.upstream, server = %server.address, reason = why.as_str(), "upstream server is down");
+    }
+}
+
+/// Holds one in-flight slot on a server; released when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    server: Arc<ServerState>,
+}
+
+impl InFlightGuard {
+    fn acquire(server: Arc<ServerState>) -> Self {
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard { server }
+    }
+
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.server
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A chosen server for one try of a request.
+#[derive(Debug)]
+pub struct Selection {
+    pub index: usize,
+    pub address: SocketAddr,
+    pub guard: InFlightGuard,
+}
+
+/// Why no server could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// Every server is down by health (and `try_when_all_down` is off).
+    AllDown,
+    /// Every server has already been tried by this request.
+    AllTried,
+}
+
+/// One upstream group at runtime.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub servers: Vec<Arc<ServerState>>,
+    round_robin_state: Mutex<Vec<i64>>,
+}
+
+impl Upstream {
+    /// Builds the group; `existing` supplies state for servers that a previous config had.
+    pub fn new(
+        config: UpstreamConfig,
+        existing: impl Fn(SocketAddr) -> Option<Arc<ServerState>>,
+    ) -> Self {
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                existing(s.address)
+                    .unwrap_or_else(|| Arc::new(ServerState::new(&config.name, s.address)))
+            })
+            .collect::<Vec<_>>();
+        let round_robin_state = Mutex::new(vec![0; servers.len()]);
+        Upstream {
+            config,
+            servers,
+            round_robin_state,
+        }
+    }
+
+    /// Picks a server for this try. `tried` lists indexes earlier tries of the request used;
+    /// `hash_key` is the request's key when the balance is `hash`.
+    pub fn select(&self, tried: &[usize], hash_key: &[u8]) -> Result<Selection, NoServer> {
+        let now = Instant::now();
+        let healthy: Vec<bool> = self
+            .servers
+            .iter()
+            .map(|s| s.is_active_up() && !s.passively_down(now))
+            .collect();
+        let candidates: Vec<Candidate> = self
+            .servers
+            .iter()
+            .zip(&self.config.servers)
+            .enumerate()
+            .map(|(index, (state, config))| Candidate {
+                weight: config.weight,
+                in_flight: state.in_flight(),
+                eligible: healthy[index] && !tried.contains(&index),
+            })
+            .collect();
+        let chosen = match self.pick(&candidates, hash_key) {
+            Some(index) => index,
+            None if healthy.iter().any(|&h| h) => return Err(NoServer::AllTried),
+            None if self.config.try_when_all_down => {
+                self.least_bad(tried).ok_or(NoServer::AllTried)?
+            }
+            None => return Err(NoServer::AllDown),
+        };
+        let state = Arc::clone(&self.servers[chosen]);
+        Ok(Selection {
+            index: chosen,
+            address: state.address,
+            guard: InFlightGuard::acquire(state),
+        })
+    }
+
+    fn pick(&self, candidates: &[Candidate], hash_key: &[u8]) -> Option<usize> {
+        match &self.config.balance {
+            Balance::LeastConn => {
+                select::least_conn(candidates, &mut self.round_robin_state.lock())
+            }
+            Balance::RoundRobin => {
+                select::round_robin(candidates, &mut self.round_robin_state.lock())
+            }
+            Balance::Random => select::random(candidates, rand::random()),
+            Balance::Hash(_) => {
+                let identities: Vec<SocketAddr> = self.servers.iter().map(|s| s.address).collect();
+                select::hash(candidates, &identities, hash_key)
+            }
+        }
+    }
+
+    /// With every server down: the untried server whose last failure is oldest.
+    fn least_bad(&self, tried: &[usize]) -> Option<usize> {
+        (0..self.servers.len())
+            .filter(|index| !tried.contains(index))
+            .min_by_key(|&index| self.servers[index].last_failure())
+    }
+
+    /// Servers up by both active and passive health right now.
+    pub fn healthy_count(&self) -> usize {
+        let now = Instant::now();
+        self.servers
+            .iter()
+            .filter(|s| s.is_active_up() && !s.passively_down(now))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn upstream(weights: &[u32], try_when_all_down: bool) -> Upstream {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(n, &weight)| ServerConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], 9000 + n as u16)),
+                weight,
+                max_fails: 2,
+                fail_timeout: Duration::from_secs(60),
+            })
+            .collect();
+        let config = UpstreamConfig {
+            name: "api".into(),
+            balance: Balance::LeastConn,
+            keepalive: 8,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            retries: 2,
+            try_when_all_down,
+            servers,
+            health_check: None,
+        };
+        Upstream::new(config, |_| None)
+    }
+
+    #[test]
+    fn guards_count_in_flight_and_release_on_drop() {
+        let group = upstream(&[1, 1], false);
+        let first = group.select(&[], b"").expect("server");
+        let second = group.select(&[], b"").expect("server");
+        assert_ne!(first.index, second.index);
+        assert_eq!(group.servers[first.index].in_flight(), 1);
+        drop(first);
+        drop(second);
+        assert!(group.servers.iter().all(|s| s.in_flight() == 0));
+    }
+
+    #[test]
+    fn retries_skip_servers_already_tried() {
+        let group = upstream(&[1, 1], false);
+        let first = group.select(&[], b"").expect("server");
+        let second = group.select(&[first.index], b"").expect("server");
+        assert_ne!(first.index, second.index);
+        assert_eq!(group.select(&[0, 1], b"").unwrap_err(), NoServer::AllTried);
+    }
+
+    #[test]
+    fn passive_failures_take_a_server_out_after_max_fails() {
+        let group = upstream(&[1, 1], false);
+        let config = group.config.servers[0].clone();
+        group.servers[0].record_failure(&config);
+        assert_eq!(group.healthy_count(), 2);
+        group.servers[0].record_failure(&config);
+        assert_eq!(group.healthy_count(), 1);
+        for _ in 0..10 {
+            assert_eq!(group.select(&[], b"").expect("server").index, 1);
+        }
+    }
+
+    #[test]
+    fn all_down_fails_unless_trying_the_least_bad_is_allowed() {
+        let strict = upstream(&[1, 1], false);
+        strict
+            .servers
+            .iter()
+            .for_each(|s| s.set_active_up(false, StateChange::ActiveCheckFailed));
+        assert_eq!(strict.select(&[], b"").unwrap_err(), NoServer::AllDown);
+
+        let lenient = upstream(&[1, 1], true);
+        lenient
+            .servers
+            .iter()
+            .for_each(|s| s.set_active_up(false, StateChange::ActiveCheckFailed));
+        let config = lenient.config.servers[0].clone();
+        lenient.servers[0].record_failure(&config);
+        assert_eq!(lenient.select(&[], b"").expect("least bad").index, 1);
+    }
+}
