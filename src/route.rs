@@ -53,7 +53,8 @@ impl<T> Group<T> {
     }
 
     fn sort(&mut self) {
-        self.by_prefix.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        self.by_prefix
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 }
 
@@ -81,7 +82,9 @@ impl<T> Router<T> {
             .wildcard
             .iter_mut()
             .for_each(|(_, group)| group.sort());
-        router.wildcard.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        router
+            .wildcard
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         router.any_host.sort();
         router
     }

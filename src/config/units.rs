@@ -46,9 +46,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
                 "invalid size \"{text}\": add a unit (B, KiB, MiB, GiB)"
             ))
         }
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "invalid size \"{text}\": unknown unit \"{unit}\" (use B, KiB, MiB, GiB, KB, MB, GB)"
-        )),
+        ))
+        }
     };
     number
         .checked_mul(bytes_per_unit)
