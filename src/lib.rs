@@ -4,11 +4,16 @@
 //! the shared proxy (`proxy`), which finds the route (`route`), picks a server of the route's
 //! upstream by its balance and health (`upstream`), forwards the request over a pooled
 //! connection with the forwarding headers set (`proxy::headers`), and streams the answer back.
-//! `config` reads and validates the TOML that drives it all.
+//! `config` reads and validates the TOML that drives it all; `control` reloads it; `admin`,
+//! `metrics` and `access_log` show operators what happened.
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod listen;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod upstream;

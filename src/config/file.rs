@@ -1,11 +1,12 @@
-//! The config file as written: raw serde structs that reject unknown keys. Units, addresses and
-//! cross-references are checked later, in `validate.rs`, so every problem can be reported at once.
+//! The config file as written: raw serde structs. Unknown keys are collected while parsing
+//! (`validate.rs` reads them through `serde_ignored`) rather than stopping at the first one;
+//! units, addresses and cross-references are checked later too, so every problem in a file is
+//! reported in one run.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -15,26 +16,38 @@ pub struct RawConfig {
     pub upstream: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawAccessLog {
+    pub target: Option<String>,
+    pub buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub threads: Option<usize>,
     pub grace_period: Option<String>,
     pub max_request_header_size: Option<String>,
     pub max_request_body_size: Option<String>,
+    pub upgrade_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: String,
     pub protocols: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub balance: Option<String>,
     pub hash_key: Option<String>,
@@ -51,7 +64,6 @@ pub struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServerEntry {
     pub address: String,
     pub weight: Option<u32>,
@@ -60,7 +72,6 @@ pub struct RawServerEntry {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -74,8 +85,8 @@ pub struct RawHealthCheck {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub name: Option<String>,
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,

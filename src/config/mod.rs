@@ -25,6 +25,30 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub admin: Option<AdminConfig>,
+    pub access_log: AccessLogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// File holding the bearer token for mutating endpoints; `None` disables them.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: AccessLogTarget,
+    /// Lines buffered between the request path and the writer; past it lines are dropped
+    /// and counted (default 8192).
+    pub buffer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +61,8 @@ pub struct ServerSettings {
     pub max_request_header_size: usize,
     /// Largest request body accepted before 413 (default 16 MiB).
     pub max_request_body_size: u64,
+    /// Unix socket over which listening sockets pass to a new process on upgrade.
+    pub upgrade_socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +135,8 @@ pub struct HealthCheckConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// The `route` label in metrics and logs (default: host + path prefix).
+    pub name: String,
     /// Exact host or `*.suffix`; `None` matches any host.
     pub host: Option<String>,
     pub path_prefix: String,

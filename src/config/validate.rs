@@ -1,7 +1,10 @@
 //! Turns the raw file into the runtime [`Config`]: fills defaults, parses units and addresses,
 //! checks cross-references, and collects every problem with its line and key.
 
-use super::file::{RawConfig, RawHealthCheck, RawListener, RawRoute, RawServer, RawUpstream};
+use super::file::{
+    RawAccessLog, RawAdmin, RawConfig, RawHealthCheck, RawListener, RawRoute, RawServer,
+    RawUpstream,
+};
 use super::locate::{KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
 use super::*;
@@ -23,6 +26,8 @@ const DEFAULT_HEALTH_INTERVAL_SECS: u64 = 5;
 const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 1;
 const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+const DEFAULT_ACCESS_LOG_BUFFER_LINES: usize = 8192;
+const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/parapet_upgrade.sock";
 
 /// Collects problems while building the runtime config.
 struct Checker {
@@ -93,7 +98,11 @@ impl Checker {
 
 pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
     let map = SourceMap::new(text);
-    let raw: RawConfig = match toml::from_str(text) {
+    let mut unknown = Vec::new();
+    let parsed = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+        unknown.push(key_path(&path));
+    });
+    let raw: RawConfig = match parsed {
         Ok(raw) => raw,
         Err(error) => return Err(vec![serde_problem(&map, &error)]),
     };
@@ -101,6 +110,9 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<
         map,
         problems: Vec::new(),
     };
+    for path in unknown {
+        checker.problem(&path, "unknown key (conf/parapet.toml lists every key)");
+    }
     let config = build(&mut checker, raw, path);
     if checker.problems.is_empty() {
         Ok(config)
@@ -110,14 +122,21 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<
     }
 }
 
+fn key_path(path: &serde_ignored::Path<'_>) -> KeyPath {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => KeyPath::root(),
+        Path::Seq { parent, index } => key_path(parent).index(*index),
+        Path::Map { parent, key } => key_path(parent).key(key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
 fn serde_problem(map: &SourceMap, error: &toml::de::Error) -> Problem {
     let offset = error.span().map(|span| span.start);
     let message = error.message().trim().to_string();
-    let message = if message.starts_with("unknown field") {
-        format!("unknown key ({message})")
-    } else {
-        message
-    };
     Problem {
         line: offset.map(|o| map.line_of(o)).unwrap_or(0),
         key: offset
@@ -140,13 +159,77 @@ fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
         })
         .collect::<BTreeMap<_, _>>();
     let routes = build_routes(checker, &raw.route, &upstreams, &root.key("route"));
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|admin| build_admin(checker, admin, &root.key("admin")));
+    if let Some(admin) = &admin {
+        if listeners.iter().any(|l| l.address == admin.listen) {
+            checker.problem(
+                &root.key("admin").key("listen"),
+                "the admin address is also a [[listener]] address",
+            );
+        }
+    }
     Config {
         source: source.to_path_buf(),
         server,
         listeners,
         upstreams,
         routes,
+        admin,
+        access_log: build_access_log(checker, raw.access_log.as_ref(), &root.key("access_log")),
     }
+}
+
+fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminConfig {
+    let text = raw
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9901".to_string());
+    let listen = text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        checker.problem(
+            &path.key("listen"),
+            format!("invalid address \"{text}\": expected IP:PORT such as \"127.0.0.1:9901\""),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 9901))
+    });
+    let token_file = raw.token_file.as_ref().map(PathBuf::from);
+    if !listen.ip().is_loopback() && token_file.is_none() {
+        checker.problem(
+            &path.key("listen"),
+            format!("admin on non-loopback address {listen} needs a token_file, or anyone who reaches it could reload and purge"),
+        );
+    }
+    AdminConfig { listen, token_file }
+}
+
+fn build_access_log(
+    checker: &mut Checker,
+    raw: Option<&RawAccessLog>,
+    path: &KeyPath,
+) -> AccessLogConfig {
+    let target = match raw.and_then(|r| r.target.as_deref()) {
+        None | Some("off") => AccessLogTarget::Off,
+        Some("stdout") => AccessLogTarget::Stdout,
+        Some("") => {
+            checker.problem(
+                &path.key("target"),
+                "use \"off\", \"stdout\" or a file path",
+            );
+            AccessLogTarget::Off
+        }
+        Some(file) => AccessLogTarget::File(PathBuf::from(file)),
+    };
+    let buffer = match raw.and_then(|r| r.buffer) {
+        Some(0) => {
+            checker.problem(&path.key("buffer"), "must be > 0");
+            DEFAULT_ACCESS_LOG_BUFFER_LINES
+        }
+        Some(n) => n,
+        None => DEFAULT_ACCESS_LOG_BUFFER_LINES,
+    };
+    AccessLogConfig { target, buffer }
 }
 
 fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> ServerSettings {
@@ -178,6 +261,11 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
             &raw.max_request_body_size,
             &path.key("max_request_body_size"),
             DEFAULT_MAX_REQUEST_BODY_BYTES,
+        ),
+        upgrade_socket: PathBuf::from(
+            raw.upgrade_socket
+                .as_deref()
+                .unwrap_or(DEFAULT_UPGRADE_SOCKET),
         ),
     }
 }
@@ -452,7 +540,12 @@ fn build_routes(
                 format!("the same host and path_prefix as route[{first}]"),
             );
         }
+        let name = route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", host.as_deref().unwrap_or("*"), path_prefix));
         routes.push(RouteConfig {
+            name,
             host,
             path_prefix,
             upstream: route.upstream.clone(),

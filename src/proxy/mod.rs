@@ -3,8 +3,11 @@
 
 mod error;
 pub mod headers;
+mod request_id;
 
+use crate::access_log;
 use crate::config::{Config, HashKey, ServerSettings};
+use crate::metrics::{Protocol, RouteMetrics, METRICS};
 use crate::route::{normalize_host, Router};
 use crate::upstream::{NoServer, Selection, ServerState, Upstream};
 use arc_swap::ArcSwap;
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Requests being processed right now, across every listener (for the drain on SIGTERM).
 static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
@@ -44,8 +48,15 @@ impl Drop for ActiveRequest {
 
 /// Where a matched route sends its requests.
 pub struct RouteTarget {
+    pub name: String,
     pub upstream: Arc<Upstream>,
+    pub metrics: RouteMetrics,
 }
+
+/// Label values for requests that matched no route.
+const UNROUTED: &str = "none";
+static UNROUTED_METRICS: std::sync::LazyLock<RouteMetrics> =
+    std::sync::LazyLock::new(|| RouteMetrics::new(UNROUTED, UNROUTED));
 
 /// Everything a request needs from the current config; swapped whole on reload.
 pub struct Runtime {
@@ -72,10 +83,15 @@ impl Runtime {
             .collect();
         let router = Router::new(config.routes.iter().filter_map(|route| {
             let upstream = Arc::clone(upstreams.get(&route.upstream)?);
+            let target = RouteTarget {
+                name: route.name.clone(),
+                metrics: RouteMetrics::new(&route.name, &route.upstream),
+                upstream,
+            };
             Some((
                 route.host.clone(),
                 route.path_prefix.clone(),
-                Arc::new(RouteTarget { upstream }),
+                Arc::new(target),
             ))
         }));
         Runtime {
@@ -88,14 +104,13 @@ impl Runtime {
 
 /// Parapet's proxy logic, shared by every listener.
 pub struct Parapet {
-    runtime: ArcSwap<Runtime>,
+    runtime: Arc<ArcSwap<Runtime>>,
 }
 
 impl Parapet {
-    pub fn new(runtime: Runtime) -> Self {
-        Parapet {
-            runtime: ArcSwap::from_pointee(runtime),
-        }
+    /// `runtime` is shared with whoever reloads the config.
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Parapet { runtime }
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -106,6 +121,12 @@ impl Parapet {
 /// Per-request state.
 pub struct Ctx {
     _active: ActiveRequest,
+    started: Instant,
+    request_id: String,
+    /// When the current try picked its server (for the upstream response time).
+    try_started: Option<Instant>,
+    upstream_time: Option<Duration>,
+    response_body_bytes: u64,
     runtime: Arc<Runtime>,
     target: Option<Arc<RouteTarget>>,
     /// Servers (indexes in the upstream) this request has tried, in order.
@@ -129,6 +150,11 @@ impl ProxyHttp for Parapet {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             _active: ActiveRequest::start(),
+            started: Instant::now(),
+            request_id: String::new(),
+            try_started: None,
+            upstream_time: None,
+            response_body_bytes: 0,
             runtime: self.runtime(),
             target: None,
             tried: Vec::new(),
@@ -145,6 +171,7 @@ impl ProxyHttp for Parapet {
             session.respond_error(status).await?;
             return Ok(true);
         }
+        ctx.request_id = request_id::for_request(&session.req_header().headers);
         let req = session.req_header();
         let host = headers::request_host(&req.headers, &req.uri).map(|h| normalize_host(&h));
         let found = ctx
@@ -170,7 +197,9 @@ impl ProxyHttp for Parapet {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.request_body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let received = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.request_body_bytes += received;
+        METRICS.downstream_bytes_in[protocol_of(_session) as usize].inc_by(received);
         if ctx.request_body_bytes > ctx.runtime.settings.max_request_body_size {
             return Error::e_explain(
                 HTTPStatus(413),
@@ -192,7 +221,14 @@ impl ProxyHttp for Parapet {
         let selection = upstream
             .select(&ctx.tried, &key)
             .map_err(|why| no_server_error(upstream, why))?;
+        if !ctx.tried.is_empty() {
+            METRICS
+                .upstream_retries
+                .with_label_values(&[&upstream.config.name])
+                .inc();
+        }
         ctx.tried.push(selection.index);
+        ctx.try_started = Some(Instant::now());
         let peer = error::peer_for(upstream, selection.address);
         ctx.current = Some(selection);
         Ok(Box::new(peer))
@@ -202,7 +238,7 @@ impl ProxyHttp for Parapet {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let host = headers::request_host(&upstream_request.headers, &upstream_request.uri);
         let keep_upgrade = headers::is_upgrade_request(&upstream_request.headers);
@@ -221,6 +257,7 @@ impl ProxyHttp for Parapet {
         for (name, value) in headers::forwarding_headers(&upstream_request.headers, &info) {
             upstream_request.insert_header(name, value)?;
         }
+        upstream_request.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         if let Some(host) = host {
             if !upstream_request.headers.contains_key(http::header::HOST) {
                 upstream_request.insert_header(http::header::HOST, host)?;
@@ -249,6 +286,16 @@ impl ProxyHttp for Parapet {
     ) -> Result<()> {
         if let Some(current) = &ctx.current {
             current.guard.server().record_success();
+            if let Some(started) = ctx.try_started {
+                let elapsed = started.elapsed();
+                ctx.upstream_time = Some(elapsed);
+                current
+                    .guard
+                    .server()
+                    .metrics
+                    .response_time
+                    .observe(elapsed.as_secs_f64());
+            }
         }
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         for name in headers::hop_by_hop_names(&upstream_response.headers, switching) {
@@ -327,8 +374,116 @@ impl ProxyHttp for Parapet {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.current = None;
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.request_id.is_empty() {
+            upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let sent = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.response_body_bytes += sent;
+        METRICS.downstream_bytes_out[protocol_of(session) as usize].inc_by(sent);
+        Ok(None)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(current) = &ctx.current {
+            let metrics = &current.guard.server().metrics;
+            if reused {
+                metrics.reuses.inc()
+            } else {
+                metrics.connects.inc()
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let server = ctx.current.take().map(|s| s.address);
+        let status = response_status(session, e);
+        let protocol = protocol_of(session);
+        let elapsed = ctx.started.elapsed();
+        let route_metrics = ctx
+            .target
+            .as_ref()
+            .map_or(&*UNROUTED_METRICS, |t| &t.metrics);
+        route_metrics.record(status, protocol, elapsed.as_secs_f64());
+        if access_log::enabled() {
+            access_log::log(&access_entry(
+                session, ctx, status, protocol, elapsed, server,
+            ));
+        }
+    }
+}
+
+/// The status the client got; a client that left before any answer is logged as 499 (nginx).
+fn response_status(session: &Session, e: Option<&Error>) -> u16 {
+    const CLIENT_CLOSED: u16 = 499;
+    match session.response_written() {
+        Some(response) => response.status.as_u16(),
+        None if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) => CLIENT_CLOSED,
+        None => e.map_or(CLIENT_CLOSED, |e| match error::status_for(e) {
+            0 => CLIENT_CLOSED,
+            code => code,
+        }),
+    }
+}
+
+fn protocol_of(session: &Session) -> Protocol {
+    Protocol::of(session.req_header().version)
+}
+
+fn access_entry(
+    session: &Session,
+    ctx: &Ctx,
+    status: u16,
+    protocol: Protocol,
+    elapsed: Duration,
+    server: Option<SocketAddr>,
+) -> access_log::Entry {
+    let req = session.req_header();
+    access_log::Entry {
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        client: session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        method: req.method.to_string(),
+        host: headers::request_host(&req.headers, &req.uri).unwrap_or_default(),
+        path: req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        protocol: protocol.as_str(),
+        status,
+        bytes: ctx.response_body_bytes,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream_server: server.map(|a| a.to_string()),
+        upstream_time_ms: ctx.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+        cache_status: None,
+        request_id: ctx.request_id.clone(),
     }
 }
 

@@ -5,37 +5,57 @@
 use super::{ServerState, StateChange, Upstream};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tokio::task::JoinSet;
 
-/// Runs the probes for a set of upstreams until shutdown.
-pub struct ActiveHealthChecks {
-    upstreams: Vec<Arc<Upstream>>,
+/// Runs the probe loops and replaces them all when the config is reloaded. Server state
+/// (and so health) is kept across reloads; only the consecutive-result streaks restart.
+pub struct HealthSupervisor {
+    initial: Vec<Arc<Upstream>>,
+    runtime: OnceLock<tokio::runtime::Handle>,
+    loops: Mutex<JoinSet<()>>,
 }
 
-impl ActiveHealthChecks {
+impl HealthSupervisor {
     pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
-        ActiveHealthChecks { upstreams }
+        HealthSupervisor {
+            initial: upstreams,
+            runtime: OnceLock::new(),
+            loops: Mutex::new(JoinSet::new()),
+        }
     }
-}
 
-#[async_trait]
-impl BackgroundService for ActiveHealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut loops = tokio::task::JoinSet::new();
-        for upstream in &self.upstreams {
+    /// Stops every probe loop and starts one per server of `upstreams` that has a check.
+    pub fn restart(&self, upstreams: &[Arc<Upstream>]) {
+        let Some(runtime) = self.runtime.get() else {
+            return;
+        };
+        let mut loops = self.loops.lock();
+        loops.abort_all();
+        *loops = JoinSet::new();
+        for upstream in upstreams {
             let Some(check) = &upstream.config.health_check else {
                 continue;
             };
             for server in &upstream.servers {
-                loops.spawn(probe_loop(Arc::clone(server), check.clone()));
+                loops.spawn_on(probe_loop(Arc::clone(server), check.clone()), runtime);
             }
         }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthSupervisor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = self.runtime.set(tokio::runtime::Handle::current());
+        self.restart(&self.initial);
         let _ = shutdown.changed().await;
-        loops.abort_all();
+        self.loops.lock().abort_all();
     }
 }
 

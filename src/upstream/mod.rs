@@ -9,6 +9,7 @@ pub mod health;
 pub mod select;
 
 use crate::config::{Balance, ServerConfig, UpstreamConfig};
+use crate::metrics::ServerMetrics;
 use parking_lot::Mutex;
 use select::Candidate;
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ struct PassiveHealth {
 pub struct ServerState {
     pub upstream: String,
     pub address: SocketAddr,
+    pub metrics: ServerMetrics,
     in_flight: AtomicUsize,
     active_up: AtomicBool,
     passive: Mutex<PassiveHealth>,
@@ -57,6 +59,7 @@ impl ServerState {
         ServerState {
             upstream: upstream.to_string(),
             address,
+            metrics: ServerMetrics::new(upstream, &address.to_string()),
             in_flight: AtomicUsize::new(0),
             active_up: AtomicBool::new(true),
             passive: Mutex::new(PassiveHealth::default()),
@@ -76,6 +79,16 @@ impl ServerState {
         if self.active_up.swap(up, Ordering::Relaxed) != up {
             log_change(self, up, why);
         }
+    }
+
+    /// Up by both active and passive health at `now`.
+    pub fn is_up(&self, now: Instant) -> bool {
+        self.is_active_up() && !self.passively_down(now)
+    }
+
+    /// Failures counted in the current `fail_timeout` window.
+    pub fn recent_failures(&self) -> u32 {
+        self.passive.lock().failures
     }
 
     fn passively_down(&self, now: Instant) -> bool {
@@ -211,11 +224,7 @@ impl Upstream {
     /// `hash_key` is the request's key when the balance is `hash`.
     pub fn select(&self, tried: &[usize], hash_key: &[u8]) -> Result<Selection, NoServer> {
         let now = Instant::now();
-        let healthy: Vec<bool> = self
-            .servers
-            .iter()
-            .map(|s| s.is_active_up() && !s.passively_down(now))
-            .collect();
+        let healthy: Vec<bool> = self.servers.iter().map(|s| s.is_up(now)).collect();
         let candidates: Vec<Candidate> = self
             .servers
             .iter()
@@ -269,10 +278,7 @@ impl Upstream {
     /// Servers up by both active and passive health right now.
     pub fn healthy_count(&self) -> usize {
         let now = Instant::now();
-        self.servers
-            .iter()
-            .filter(|s| s.is_active_up() && !s.passively_down(now))
-            .count()
+        self.servers.iter().filter(|s| s.is_up(now)).count()
     }
 }
 

@@ -1,0 +1,289 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, and the
+//! mutating `POST /reload` (and `POST /purge` once the cache exists), which need
+//! `Authorization: Bearer <token>` with the token read from `[admin] token_file`.
+
+use crate::config::{AccessLogTarget, Config, HealthCheckKind};
+use crate::control::Control;
+use crate::metrics::{self, METRICS};
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves the admin endpoints.
+pub struct Admin {
+    control: Arc<Control>,
+}
+
+impl Admin {
+    pub fn new(control: Arc<Control>) -> Self {
+        Admin { control }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
+    let body = body.into();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, JSON, body)
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        // Drain any request body so the connection stays usable; the endpoints take none.
+        while let Ok(Some(_)) = session.read_request_body().await {}
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => self.metrics(),
+            (Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
+            (Method::GET, "/readyz") => self.readyz(),
+            (Method::GET, "/upstreams") => self.upstreams(),
+            (Method::GET, "/config") => {
+                json_reply(StatusCode::OK, &effective_config(&self.control.current()))
+            }
+            (Method::POST, "/reload") => {
+                self.authorized(session, path.as_str(), |admin| admin.reload())
+            }
+            (Method::POST, "/purge") => self.authorized(session, path.as_str(), |_| {
+                json_reply(
+                    StatusCode::NOT_IMPLEMENTED,
+                    &json!({"error": "no cache is configured to purge"}),
+                )
+            }),
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/upstreams" | "/config" | "/reload"
+                | "/purge",
+            ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
+            _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        }
+    }
+}
+
+impl Admin {
+    fn metrics(&self) -> Response<Vec<u8>> {
+        refresh_upstream_gauges(&self.control);
+        reply(StatusCode::OK, PROMETHEUS_TEXT, metrics::render())
+    }
+
+    fn readyz(&self) -> Response<Vec<u8>> {
+        let runtime = self.control.runtime();
+        let down: Vec<&String> = runtime
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.healthy_count() == 0)
+            .map(|(name, _)| name)
+            .collect();
+        if down.is_empty() {
+            reply(StatusCode::OK, TEXT, "ready\n")
+        } else {
+            let names: Vec<&str> = down.iter().map(|n| n.as_str()).collect();
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!(
+                    "not ready: no healthy server in upstream {}\n",
+                    names.join(", ")
+                ),
+            )
+        }
+    }
+
+    fn upstreams(&self) -> Response<Vec<u8>> {
+        let runtime = self.control.runtime();
+        let now = Instant::now();
+        let mut names: Vec<&String> = runtime.upstreams.keys().collect();
+        names.sort();
+        let body: serde_json::Map<String, Value> = names
+            .into_iter()
+            .map(|name| {
+                let upstream = &runtime.upstreams[name];
+                let servers: Vec<Value> = upstream
+                    .servers
+                    .iter()
+                    .zip(&upstream.config.servers)
+                    .map(|(state, config)| {
+                        json!({
+                            "address": state.address.to_string(),
+                            "weight": config.weight,
+                            "healthy": state.is_up(now),
+                            "active_check_up": state.is_active_up(),
+                            "in_flight": state.in_flight(),
+                            "recent_failures": state.recent_failures(),
+                        })
+                    })
+                    .collect();
+                (name.clone(), json!({ "servers": servers }))
+            })
+            .collect();
+        json_reply(StatusCode::OK, &Value::Object(body))
+    }
+
+    fn reload(&self) -> Response<Vec<u8>> {
+        match self.control.reload() {
+            Ok(report) => json_reply(
+                StatusCode::OK,
+                &json!({"reloaded": true, "config_hash": report.config_hash, "note": report.listeners_unchanged_note}),
+            ),
+            Err(message) => json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"reloaded": false, "error": message}),
+            ),
+        }
+    }
+
+    /// Runs `action` only for a request bearing the admin token; 401 otherwise.
+    fn authorized(
+        &self,
+        session: &ServerSession,
+        path: &str,
+        action: impl FnOnce(&Self) -> Response<Vec<u8>>,
+    ) -> Response<Vec<u8>> {
+        let config = self.control.current();
+        let expected = config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token_file.as_ref())
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .map(|token| token.trim().to_string())
+            .filter(|token| !token.is_empty());
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match (expected, presented) {
+            (Some(expected), Some(presented))
+                if constant_time_eq(expected.as_bytes(), presented.as_bytes()) =>
+            {
+                action(self)
+            }
+            (None, _) => {
+                tracing::warn!(%client, path, "admin request refused: no token_file configured (or it is empty/unreadable)");
+                json_reply(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "mutating endpoints need [admin] token_file"}),
+                )
+            }
+            (Some(_), presented) => {
+                tracing::warn!(%client, path, token_present = presented.is_some(), "admin request refused: wrong or missing bearer token");
+                let mut response = json_reply(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "missing or wrong bearer token"}),
+                );
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refresh_upstream_gauges(control: &Control) {
+    let runtime = control.runtime();
+    let now = Instant::now();
+    for (name, upstream) in &runtime.upstreams {
+        for server in &upstream.servers {
+            let labels = [name.as_str(), &server.address.to_string()];
+            METRICS
+                .upstream_in_flight
+                .with_label_values(&labels)
+                .set(server.in_flight() as i64);
+            METRICS
+                .upstream_healthy
+                .with_label_values(&labels)
+                .set(i64::from(server.is_up(now)));
+        }
+    }
+}
+
+fn seconds(duration: std::time::Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// The config in force with every default filled in. The admin token itself is never shown.
+pub fn effective_config(config: &Config) -> Value {
+    let upstreams: serde_json::Map<String, Value> = config
+        .upstreams
+        .iter()
+        .map(|(name, u)| {
+            let health = u.health_check.as_ref().map(|h| {
+                let (kind, path, expect_status, host) = match &h.kind {
+                    HealthCheckKind::Http { path, expect_status, host } => ("http", Some(path.clone()), Some(*expect_status), host.clone()),
+                    HealthCheckKind::Tcp => ("tcp", None, None, None),
+                };
+                json!({"type": kind, "path": path, "expect_status": expect_status, "host": host,
+                       "interval": seconds(h.interval), "timeout": seconds(h.timeout),
+                       "healthy": h.healthy, "unhealthy": h.unhealthy})
+            });
+            let servers: Vec<Value> = u
+                .servers
+                .iter()
+                .map(|s| json!({"address": s.address.to_string(), "weight": s.weight, "max_fails": s.max_fails, "fail_timeout": seconds(s.fail_timeout)}))
+                .collect();
+            (
+                name.clone(),
+                json!({"balance": format!("{:?}", u.balance), "keepalive": u.keepalive,
+                       "connect_timeout": seconds(u.connect_timeout), "read_timeout": seconds(u.read_timeout),
+                       "write_timeout": seconds(u.write_timeout), "idle_timeout": seconds(u.idle_timeout),
+                       "retries": u.retries, "try_when_all_down": u.try_when_all_down,
+                       "server": servers, "health_check": health}),
+            )
+        })
+        .collect();
+    let access_log = match &config.access_log.target {
+        AccessLogTarget::Off => "off".to_string(),
+        AccessLogTarget::Stdout => "stdout".to_string(),
+        AccessLogTarget::File(path) => path.display().to_string(),
+    };
+    json!({
+        "source": config.source.display().to_string(),
+        "server": {"threads": config.server.threads, "grace_period": seconds(config.server.grace_period),
+                   "max_request_header_size": config.server.max_request_header_size,
+                   "max_request_body_size": config.server.max_request_body_size,
+                   "upgrade_socket": config.server.upgrade_socket.display().to_string()},
+        "listener": config.listeners.iter().map(|l| {
+            let mut protocols = Vec::new();
+            if l.http1 { protocols.push("http1"); }
+            if l.h2c { protocols.push("h2c"); }
+            json!({"address": l.address.to_string(), "protocols": protocols})
+        }).collect::<Vec<_>>(),
+        "upstream": upstreams,
+        "route": config.routes.iter().map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream})).collect::<Vec<_>>(),
+        "admin": config.admin.as_ref().map(|a| json!({"listen": a.listen.to_string(),
+            "token_file": a.token_file.as_ref().map(|p| p.display().to_string()), "token": "<redacted>"})),
+        "access_log": {"target": access_log, "buffer": config.access_log.buffer},
+    })
+}

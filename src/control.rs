@@ -1,0 +1,146 @@
+//! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams and
+//! health checks in one step while requests keep flowing. A bad file changes nothing.
+
+use crate::config::{Config, ListenerConfig};
+use crate::metrics::METRICS;
+use crate::proxy::Runtime;
+use crate::upstream::health::HealthSupervisor;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const RELOAD_OK: &str = "success";
+const RELOAD_FAILED: &str = "failure";
+
+/// What a reload did, for the log and the admin answer.
+#[derive(Debug)]
+pub struct ReloadReport {
+    pub config_hash: String,
+    /// Set when the new file changes listeners, which only an upgrade can apply.
+    pub listeners_unchanged_note: Option<String>,
+}
+
+/// The running config and the handles a reload swaps.
+pub struct Control {
+    config_path: PathBuf,
+    current: Mutex<Config>,
+    runtime: Arc<ArcSwap<Runtime>>,
+    health: Arc<HealthSupervisor>,
+}
+
+/// Short SHA-256 of the config text, shown in metrics and reload answers.
+pub fn config_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Records the loaded config's hash and time in metrics.
+pub fn record_loaded(hash: &str) {
+    METRICS.config_info.reset();
+    METRICS.config_info.with_label_values(&[hash]).set(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    METRICS
+        .config_loaded_time
+        .set(i64::try_from(now).unwrap_or(i64::MAX));
+}
+
+impl Control {
+    pub fn new(
+        config: Config,
+        runtime: Arc<ArcSwap<Runtime>>,
+        health: Arc<HealthSupervisor>,
+    ) -> Self {
+        Control {
+            config_path: config.source.clone(),
+            current: Mutex::new(config),
+            runtime,
+            health,
+        }
+    }
+
+    /// The routes and upstreams now in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The config now in force.
+    pub fn current(&self) -> Config {
+        self.current.lock().clone()
+    }
+
+    /// Loads and applies the config file again. On error nothing changes.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+            format!(
+                "{}: cannot read the config file: {e}",
+                self.config_path.display()
+            )
+        });
+        let loaded = text.and_then(|text| {
+            Config::parse(&text, &self.config_path)
+                .map(|config| (config, config_hash(&text)))
+                .map_err(|e| e.to_string())
+        });
+        let (config, hash) = match loaded {
+            Ok(loaded) => loaded,
+            Err(message) => {
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[RELOAD_FAILED])
+                    .inc();
+                tracing::error!(error = %message, "config reload rejected; the running config stays");
+                return Err(message);
+            }
+        };
+        let mut current = self.current.lock();
+        let note = listener_change_note(&current.listeners, &config.listeners);
+        let old = self.runtime.load_full();
+        let new = Runtime::build(&config, Some(&old));
+        let upstreams: Vec<_> = new.upstreams.values().cloned().collect();
+        forget_removed_servers(&old, &new);
+        self.runtime.store(Arc::new(new));
+        self.health.restart(&upstreams);
+        *current = config;
+        METRICS.config_reloads.with_label_values(&[RELOAD_OK]).inc();
+        record_loaded(&hash);
+        if let Some(note) = &note {
+            tracing::warn!("{note}");
+        }
+        tracing::info!(config = %self.config_path.display(), hash = %hash, "config reloaded");
+        Ok(ReloadReport {
+            config_hash: hash,
+            listeners_unchanged_note: note,
+        })
+    }
+}
+
+fn listener_change_note(old: &[ListenerConfig], new: &[ListenerConfig]) -> Option<String> {
+    let key = |l: &ListenerConfig| (l.address, l.http1, l.h2c);
+    let mut before: Vec<_> = old.iter().map(key).collect();
+    let mut after: Vec<_> = new.iter().map(key).collect();
+    before.sort();
+    after.sort();
+    (before != after).then(|| {
+        "listener changes need a binary upgrade (SIGQUIT, then `parapet run --upgrade`); the listeners stay as they were"
+            .to_string()
+    })
+}
+
+fn forget_removed_servers(old: &Runtime, new: &Runtime) {
+    for (name, upstream) in &old.upstreams {
+        for server in &upstream.servers {
+            let kept = new
+                .upstreams
+                .get(name)
+                .is_some_and(|u| u.servers.iter().any(|s| Arc::ptr_eq(s, server)));
+            if !kept {
+                crate::metrics::ServerMetrics::forget(name, &server.address.to_string());
+            }
+        }
+    }
+}

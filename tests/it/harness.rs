@@ -1,0 +1,1028 @@
+//! The shared harness: a port registry, recording backends, the real `parapet` binary, small clients.
+//!
+//! Everything talks over real sockets on 127.0.0.1. Ports come from the OS (bind `:0`, read the
+//! port back); a process-wide registry makes sure no port is handed out twice, so tests can run in
+//! parallel. Readiness is always polled, never slept for.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Step between two readiness polls.
+pub const POLL_STEP: Duration = Duration::from_millis(20);
+/// Longest wait for anything to become ready (a listener, a log line, a state change).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a `parapet` command that should exit by itself (check, --help, bad config).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client-side timeout for one HTTP exchange: long enough never to fire on a working proxy,
+/// short enough that a hang fails the test instead of the suite.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+
+fn handed_out() -> &'static Mutex<HashSet<u16>> {
+    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// A listener on 127.0.0.1 with an OS-chosen port never handed out before in this process.
+fn fresh_std_listener() -> std::net::TcpListener {
+    // Listeners whose port was taken already are kept open until a fresh one is found, so the
+    // OS cannot offer the same port again in the meantime.
+    let mut rejected = Vec::new();
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if handed_out().lock().expect("port registry").insert(port) {
+            return listener;
+        }
+        rejected.push(listener);
+    }
+}
+
+/// Reserves a port: binds `127.0.0.1:0`, reads the port, closes the socket. The port is never
+/// handed out again in this process, so it is ours to give to the proxy (or to leave unbound).
+pub fn reserve_addr() -> SocketAddr {
+    fresh_std_listener().local_addr().expect("local_addr")
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 wire helpers shared by the backends and the raw client
+
+/// One header line, name as received.
+pub type Header = (String, String);
+
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn header_values<'a>(headers: &'a [Header], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Reads header lines up to the empty line.
+async fn read_header_lines<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Vec<Header>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return Ok(headers);
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.to_string()))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+async fn read_chunked<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+        if size == 0 {
+            read_header_lines(r).await?; // trailers
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..]).await?;
+        let mut crlf = String::new();
+        r.read_line(&mut crlf).await?;
+    }
+}
+
+/// Reads a message body framed by `Transfer-Encoding: chunked` or `Content-Length`; `None` when
+/// neither is present.
+async fn read_framed_body<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    headers: &[Header],
+) -> io::Result<Option<Vec<u8>>> {
+    if find_header(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        return read_chunked(r).await.map(Some);
+    }
+    if let Some(len) = find_header(headers, "content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, len.to_string()))?;
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await?;
+        return Ok(Some(body));
+    }
+    Ok(None)
+}
+
+fn connection_tokens(headers: &[Header]) -> Vec<String> {
+    header_values(headers, "connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// One request as a backend received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    pub headers: Vec<Header>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// Every value of a header, one per header line.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+
+    /// All values of a header joined as one comma-separated list, split into trimmed elements
+    /// (RFC 9110 5.3: several lines are equivalent to one comma-joined line).
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.header_values(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
+}
+
+struct BackendState {
+    name: String,
+    accepts: AtomicUsize,
+    requests: AtomicUsize,
+    health_checks: AtomicUsize,
+    received: Mutex<Vec<Received>>,
+    delay_ms: AtomicU64,
+    health_status: AtomicU16,
+    /// Close a keep-alive connection when no next request arrives within this time.
+    idle_close: Option<Duration>,
+    extra_headers: Vec<Header>,
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Builds a [`Backend`] with non-default behaviour.
+pub struct BackendBuilder {
+    name: String,
+    delay: Duration,
+    health_status: u16,
+    idle_close: Option<Duration>,
+    extra_headers: Vec<Header>,
+}
+
+impl BackendBuilder {
+    /// Sleeps this long before answering each request (not `/health`).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Closes each connection when it stays idle this long after a response, without having
+    /// announced it (no `Connection: close`).
+    pub fn idle_close(mut self, after: Duration) -> Self {
+        self.idle_close = Some(after);
+        self
+    }
+
+    /// Adds a header line to every response.
+    pub fn response_header(mut self, name: &str, value: &str) -> Self {
+        self.extra_headers
+            .push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub async fn start(self) -> Backend {
+        let listener = fresh_std_listener();
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let state = Arc::new(BackendState {
+            name: self.name,
+            accepts: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            health_checks: AtomicUsize::new(0),
+            received: Mutex::new(Vec::new()),
+            delay_ms: AtomicU64::new(self.delay.as_millis() as u64),
+            health_status: AtomicU16::new(self.health_status),
+            idle_close: self.idle_close,
+            extra_headers: self.extra_headers,
+            connections: Mutex::new(Vec::new()),
+        });
+        let acceptor = tokio::spawn(accept_loop(listener, state.clone()));
+        Backend {
+            state,
+            addr,
+            acceptor: Mutex::new(Some(acceptor)),
+        }
+    }
+}
+
+/// A real HTTP/1.1 keep-alive server on 127.0.0.1. Every request gets 200, `x-backend: NAME`,
+/// `x-request-body-len: N` and the body `NAME`; `GET /health` gets the health status (200 unless
+/// changed) and body `ok`. It records accepts, requests (without `/health`) and what it received.
+pub struct Backend {
+    state: Arc<BackendState>,
+    addr: SocketAddr,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Backend {
+    pub fn builder(name: &str) -> BackendBuilder {
+        BackendBuilder {
+            name: name.to_string(),
+            delay: Duration::ZERO,
+            health_status: 200,
+            idle_close: None,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    pub async fn start(name: &str) -> Backend {
+        Backend::builder(name).start().await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// TCP connections accepted so far (over every start of this backend).
+    pub fn accepts(&self) -> usize {
+        self.state.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far, `/health` not counted.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// `/health` requests received so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Every request received so far, `/health` left out, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("received").clone()
+    }
+
+    /// The last request received (not `/health`); panics when there was none.
+    pub fn last_received(&self) -> Received {
+        self.received()
+            .pop()
+            .unwrap_or_else(|| panic!("backend {} received no request", self.name()))
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_health_status(&self, status: u16) {
+        self.state.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every open connection; returns once they are closed.
+    pub async fn stop(&self) {
+        let acceptor = self.acceptor.lock().expect("acceptor").take();
+        if let Some(acceptor) = acceptor {
+            acceptor.abort();
+            let _ = acceptor.await;
+        }
+        let connections = std::mem::take(&mut *self.state.connections.lock().expect("connections"));
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+
+    /// Listens again on the same port after [`Backend::stop`].
+    pub async fn restart(&self) {
+        assert!(
+            self.acceptor.lock().expect("acceptor").is_none(),
+            "restart of a running backend"
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let listener = loop {
+            let socket = TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            match socket.bind(self.addr).and_then(|()| socket.listen(1024)) {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_STEP).await,
+                Err(e) => panic!("rebinding {}: {e}", self.addr),
+            }
+        };
+        let acceptor = tokio::spawn(accept_loop(listener, self.state.clone()));
+        *self.acceptor.lock().expect("acceptor") = Some(acceptor);
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(acceptor) = self.acceptor.lock().map(|mut a| a.take()).ok().flatten() {
+            acceptor.abort();
+        }
+        if let Ok(mut connections) = self.state.connections.lock() {
+            for connection in connections.drain(..) {
+                connection.abort();
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<BackendState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(POLL_STEP).await;
+                continue;
+            }
+        };
+        state.accepts.fetch_add(1, Ordering::SeqCst);
+        let connection = tokio::spawn(serve_connection(stream, state.clone()));
+        let mut connections = state.connections.lock().expect("connections");
+        connections.retain(|c| !c.is_finished());
+        connections.push(connection);
+    }
+}
+
+/// Reads one request; `None` on a clean close, an idle timeout or anything unparsable.
+async fn read_request(
+    r: &mut BufReader<TcpStream>,
+    idle_close: Option<Duration>,
+) -> Option<Received> {
+    let mut line = String::new();
+    let read = match idle_close {
+        Some(idle) => tokio::time::timeout(idle, r.read_line(&mut line))
+            .await
+            .ok()?,
+        None => r.read_line(&mut line).await,
+    };
+    if read.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let version = parts.next()?.to_string();
+    let headers = read_header_lines(r).await.ok()?;
+    let body = read_framed_body(r, &headers)
+        .await
+        .ok()?
+        .unwrap_or_default();
+    Some(Received {
+        method,
+        target,
+        version,
+        headers,
+        body,
+    })
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<BackendState>) {
+    let _ = stream.set_nodelay(true);
+    let mut stream = BufReader::new(stream);
+    while let Some(request) = read_request(&mut stream, state.idle_close).await {
+        let close = connection_tokens(&request.headers)
+            .iter()
+            .any(|t| t == "close")
+            || request.version == "HTTP/1.0";
+        let (status, body) = if request.target == "/health" {
+            state.health_checks.fetch_add(1, Ordering::SeqCst);
+            (state.health_status.load(Ordering::SeqCst), b"ok".to_vec())
+        } else {
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            state
+                .received
+                .lock()
+                .expect("received")
+                .push(request.clone());
+            let delay = state.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            (200, state.name.as_bytes().to_vec())
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {}\r\nx-request-body-len: {}\r\n",
+            if status == 200 { "OK" } else { "Status" },
+            body.len(),
+            state.name,
+            request.body.len(),
+        );
+        for (name, value) in &state.extra_headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if close {
+            head.push_str("connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        if request.method != "HEAD" {
+            out.extend_from_slice(&body);
+        }
+        if stream.get_mut().write_all(&out).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// A reserved port with nothing listening: every connect is refused.
+pub struct Refuser {
+    addr: SocketAddr,
+}
+
+impl Refuser {
+    pub fn new() -> Refuser {
+        Refuser {
+            addr: reserve_addr(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Accepts TCP connections, counts them and closes each at once without answering.
+pub struct Closer {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Closer {
+    pub async fn start() -> Closer {
+        let listener = fresh_std_listener();
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counter = accepts.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                }
+            }
+        });
+        Closer {
+            addr,
+            accepts,
+            task,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parapet binary
+
+/// The `[server]` and one `[[listener]]` table most tests start with: two threads, a short
+/// grace period, HTTP/1.1 and h2c on `listen`.
+pub fn server_and_listener(listen: SocketAddr) -> String {
+    format!(
+        r#"[server]
+threads = 2
+grace_period = "1s"
+
+[[listener]]
+address = "{listen}"
+protocols = ["http1", "h2c"]
+"#
+    )
+}
+
+/// One `[[upstream.NAME.server]]` table per backend address, each followed by `extra` lines.
+pub fn servers(upstream: &str, addrs: &[SocketAddr], extra: &str) -> String {
+    addrs
+        .iter()
+        .map(|addr| format!("\n[[upstream.{upstream}.server]]\naddress = \"{addr}\"\n{extra}\n"))
+        .collect()
+}
+
+/// A whole config: one listener, upstream `app` with `upstream_keys` and the given servers, and a
+/// catch-all route to it; `tail` is appended (e.g. an `[upstream.app.health_check]` table).
+pub fn single_upstream_config(
+    listen: SocketAddr,
+    upstream_keys: &str,
+    addrs: &[SocketAddr],
+    tail: &str,
+) -> String {
+    format!(
+        "{}\n[upstream.app]\nconnect_timeout = \"500ms\"\nread_timeout = \"5s\"\n{upstream_keys}\n{}\n{tail}\n\n[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        server_and_listener(listen),
+        servers("app", addrs, ""),
+    )
+}
+
+fn parapet_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parapet"));
+    // The logs are part of what the tests check: make sure they are on, whatever the caller's env.
+    command.env(
+        "RUST_LOG",
+        std::env::var("PARAPET_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+    );
+    command.stdin(Stdio::null());
+    command
+}
+
+fn log_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("stdout.log"), dir.join("stderr.log"))
+}
+
+fn read_logs(dir: &Path) -> String {
+    let (out, err) = log_files(dir);
+    let out = std::fs::read_to_string(out).unwrap_or_default();
+    let err = std::fs::read_to_string(err).unwrap_or_default();
+    format!("{err}{out}")
+}
+
+fn spawn_logged(mut command: Command, dir: &Path) -> Child {
+    let (out, err) = log_files(dir);
+    command
+        .stdout(std::fs::File::create(out).expect("stdout log"))
+        .stderr(std::fs::File::create(err).expect("stderr log"))
+        .spawn()
+        .expect("spawn parapet")
+}
+
+/// The listener addresses named in a config (`[[listener]] address`).
+fn listener_addrs(toml_text: &str) -> Vec<SocketAddr> {
+    let value: toml::Value = toml::from_str(toml_text).expect("generated TOML parses");
+    value
+        .get("listener")
+        .and_then(|l| l.as_array())
+        .map(|listeners| {
+            listeners
+                .iter()
+                .filter_map(|l| l.get("address")?.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A running `parapet run -c FILE`. Dropping it kills (SIGKILL) and reaps the process; when the
+/// test is failing, the captured logs are printed.
+pub struct Proxy {
+    child: Child,
+    dir: tempfile::TempDir,
+    listeners: Vec<SocketAddr>,
+}
+
+impl Proxy {
+    /// Writes `toml` to a temp file, spawns the proxy and waits until every listener accepts.
+    pub async fn start(toml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("parapet.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let mut command = parapet_command();
+        command.arg("run").arg("-c").arg(&config);
+        let child = spawn_logged(command, dir.path());
+        let mut proxy = Proxy {
+            child,
+            dir,
+            listeners: listener_addrs(toml),
+        };
+        assert!(!proxy.listeners.is_empty(), "config has no listener");
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for addr in self.listeners.clone() {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "parapet exited with {status} before listening on {addr}\n{}",
+                        self.logs()
+                    );
+                }
+                if TcpStream::connect(addr).await.is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "parapet not listening on {addr} after {READY_TIMEOUT:?}\n{}",
+                        self.logs()
+                    );
+                }
+                tokio::time::sleep(POLL_STEP).await;
+            }
+        }
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0]
+    }
+
+    /// Every listener's address, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.listeners
+    }
+
+    /// `http://ADDR/PATH` on the first listener; `path` starts with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send_signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; the child is not reaped before Drop.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    }
+
+    /// Everything the process wrote so far, stderr then stdout.
+    pub fn logs(&self) -> String {
+        read_logs(self.dir.path())
+    }
+
+    /// Log lines containing every one of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> usize {
+        self.logs()
+            .lines()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .count()
+    }
+
+    /// Waits until at least `count` log lines contain every one of `needles`.
+    pub async fn wait_for_log_lines(&self, needles: &[&str], count: usize) -> bool {
+        eventually(|| self.log_lines_with(needles) >= count).await
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- parapet logs (pid {}) -----\n{}\n----- end of parapet logs -----",
+                self.child.id(),
+                self.logs()
+            );
+        }
+    }
+}
+
+/// What a `parapet` command that exits by itself printed.
+pub struct CommandOutput {
+    pub status: ExitStatus,
+    /// stderr then stdout.
+    pub output: String,
+}
+
+/// Runs `parapet ARGS` and waits (at most 10 s, then kills it and panics) for it to exit.
+pub fn run_parapet(args: &[&std::ffi::OsStr]) -> CommandOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = parapet_command();
+    command.args(args);
+    let mut child = spawn_logged(command, dir.path());
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "parapet {args:?} still running after {COMMAND_TIMEOUT:?}\n{}",
+                read_logs(dir.path())
+            );
+        }
+        std::thread::sleep(POLL_STEP);
+    };
+    CommandOutput {
+        status,
+        output: read_logs(dir.path()),
+    }
+}
+
+/// A config written to a temp file, for `parapet check` / `parapet run` that should exit.
+pub struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(toml: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("parapet.toml");
+        std::fs::write(&path, toml).expect("write config");
+        ConfigFile { _dir: dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `parapet check -c FILE`.
+    pub fn check(&self) -> CommandOutput {
+        run_parapet(&["check".as_ref(), "-c".as_ref(), self.path.as_os_str()])
+    }
+
+    /// `parapet run -c FILE`, for a file that must be refused (waits for the exit).
+    pub fn run_expecting_exit(&self) -> CommandOutput {
+        run_parapet(&["run".as_ref(), "-c".as_ref(), self.path.as_os_str()])
+    }
+
+    /// The `FILE:LINE:KEY:` prefix a problem with `key` on `line` is reported with.
+    pub fn location(&self, line: usize, key: &str) -> String {
+        format!("{}:{line}:{key}:", self.path.display())
+    }
+}
+
+/// 1-based number of the `occurrence`-th (1-based) line whose trimmed text starts with `start`.
+pub fn line_of(text: &str, start: &str, occurrence: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_start().starts_with(start))
+        .nth(occurrence - 1)
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("no line #{occurrence} starting with {start:?} in:\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+/// Polls `condition` every 20 ms for up to 10 s.
+pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_STEP).await;
+    }
+}
+
+/// An HTTP/1.1 client: no proxy from the environment, a 5 s timeout per request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .expect("reqwest client")
+}
+
+/// A prior-knowledge HTTP/2 (h2c) client.
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .expect("reqwest h2c client")
+}
+
+/// GET `url`: status and body, or the error as text.
+pub async fn try_get(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let response = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| format!("{e:?}"))?;
+    Ok((status, body))
+}
+
+/// GET `url`: status and body; panics on a transport error.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    try_get(client, url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// Sends `total` GETs of `url` from `concurrency` concurrent workers; one result per request.
+pub async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    total: usize,
+    concurrency: usize,
+) -> Vec<Result<(u16, String), String>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.to_string(), next.clone());
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                while next.fetch_add(1, Ordering::SeqCst) < total {
+                    results.push(try_get(&client, &url).await);
+                }
+                results
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(total);
+    for worker in workers {
+        results.extend(worker.await.expect("load worker"));
+    }
+    results
+}
+
+/// The results that are not `Ok((200, _))`, for assertion messages.
+pub fn failures(results: &[Result<(u16, String), String>]) -> Vec<String> {
+    results
+        .iter()
+        .filter(|r| !matches!(r, Ok((200, _))))
+        .map(|r| format!("{r:?}"))
+        .collect()
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<Header>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one final response (1xx skipped) from a raw HTTP/1.1 connection.
+pub async fn read_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<RawResponse> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+        let headers = read_header_lines(r).await?;
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        let body = if status == 204 || status == 304 {
+            Vec::new()
+        } else if let Some(body) = read_framed_body(r, &headers).await? {
+            body
+        } else {
+            let mut body = Vec::new();
+            r.read_to_end(&mut body).await?;
+            body
+        };
+        return Ok(RawResponse {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+/// Bounds a client-side await by [`CLIENT_TIMEOUT`], so a hang fails the test.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(CLIENT_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {CLIENT_TIMEOUT:?}"))
+}
+
+/// A raw HTTP/1.1 connection, for requests a well-behaved client library would not send.
+pub struct RawConnection {
+    stream: BufReader<TcpStream>,
+}
+
+impl RawConnection {
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        let _ = stream.set_nodelay(true);
+        RawConnection {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("write request");
+    }
+
+    pub async fn response(&mut self) -> RawResponse {
+        within("response", read_response(&mut self.stream))
+            .await
+            .expect("read response")
+    }
+
+    /// True when the peer has closed the connection: a read gives EOF (or a reset).
+    pub async fn is_closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match within("read after response", self.stream.read(&mut byte)).await {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// Sends one `GET path` with the given header lines (include `Host`) on a fresh connection and
+/// reads the response.
+pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut connection = RawConnection::open(addr).await;
+    connection.send(request.as_bytes()).await;
+    connection.response().await
+}
+
+/// `GET path` with `Host: host` on a fresh connection.
+pub async fn get_with_host(addr: SocketAddr, host: &str, path: &str) -> RawResponse {
+    raw_get(addr, path, &[("Host", host)]).await
+}

@@ -1,0 +1,101 @@
+//! Lifecycle: the CLI's informational commands, the shipped config, graceful stop on SIGTERM.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{
+    client, eventually, reserve_addr, run_parapet, single_upstream_config, try_get, Backend, Proxy,
+};
+
+#[test]
+fn version_flag_prints_the_name_and_the_version() {
+    let out = run_parapet(&[OsStr::new("--version")]);
+    assert!(out.status.success(), "{}: {}", out.status, out.output);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        out.output
+            .lines()
+            .any(|l| l.contains("parapet") && l.contains(version)),
+        "expected a line with \"parapet\" and {version}: {}",
+        out.output
+    );
+}
+
+#[test]
+fn help_lists_run_check_and_demo() {
+    let out = run_parapet(&[OsStr::new("--help")]);
+    assert!(out.status.success(), "{}: {}", out.status, out.output);
+    for command in ["run", "check", "demo"] {
+        assert!(
+            out.output
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(command)),
+            "--help does not list `{command}`:\n{}",
+            out.output
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/parapet.toml");
+    let out = run_parapet(&[OsStr::new("check"), OsStr::new("-c"), shipped.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "check of {} failed ({}):\n{}",
+        shipped.display(),
+        out.status,
+        out.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let backend = Backend::builder("slow-but-complete")
+        .delay(Duration::from_secs(1))
+        .start()
+        .await;
+    let toml = single_upstream_config(reserve_addr(), "", &[backend.addr()], "")
+        .replace("grace_period = \"1s\"", "grace_period = \"5s\"");
+    assert!(toml.contains("grace_period = \"5s\""));
+    let mut proxy = Proxy::start(&toml).await;
+
+    let url = proxy.url("/in-flight");
+    let in_flight = tokio::spawn(async move { try_get(&client(), &url).await });
+    assert!(
+        eventually(|| backend.requests() == 1).await,
+        "the request never reached the backend"
+    );
+    proxy.send_signal(libc::SIGTERM);
+
+    let result = in_flight.await.expect("client task");
+    assert_eq!(
+        result,
+        Ok((200, "slow-but-complete".to_string())),
+        "the in-flight request was cut short by SIGTERM"
+    );
+    let status = proxy.wait_exit(Duration::from_secs(5 + 5)).await;
+    let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGTERM (grace 5 s)"));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_an_idle_proxy_exits_zero() {
+    let backend = Backend::start("app").await;
+    let mut proxy = Proxy::start(&single_upstream_config(
+        reserve_addr(),
+        "",
+        &[backend.addr()],
+        "",
+    ))
+    .await;
+    assert_eq!(
+        try_get(&client(), &proxy.url("/")).await,
+        Ok((200, "app".to_string()))
+    );
+    proxy.send_signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(1 + 5)).await;
+    let status = status.unwrap_or_else(|| panic!("still running 6 s after SIGTERM (grace 1 s)"));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

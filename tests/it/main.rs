@@ -1,0 +1,13 @@
+//! Parapet's one integration-test binary: the real `parapet` executable, real backends and real
+//! clients over 127.0.0.1 on OS-chosen ports. One module per area; `harness` is shared.
+
+mod harness;
+
+mod balancing;
+mod config;
+mod faults;
+mod health;
+mod lifecycle;
+mod proxy_h1;
+mod proxy_h2;
+mod routing;
