@@ -2,6 +2,7 @@
 //! health checks in one step while requests keep flowing. A bad file changes nothing.
 
 use crate::config::{Config, ListenerConfig};
+use crate::listen::{certificate_set, Resolvers};
 use crate::metrics::METRICS;
 use crate::proxy::Runtime;
 use crate::upstream::health::HealthSupervisor;
@@ -28,6 +29,7 @@ pub struct Control {
     current: Mutex<Config>,
     runtime: Arc<ArcSwap<Runtime>>,
     health: Arc<HealthSupervisor>,
+    resolvers: Resolvers,
 }
 
 /// Short SHA-256 of the config text, shown in metrics and reload answers.
@@ -54,12 +56,14 @@ impl Control {
         config: Config,
         runtime: Arc<ArcSwap<Runtime>>,
         health: Arc<HealthSupervisor>,
+        resolvers: Resolvers,
     ) -> Self {
         Control {
             config_path: config.source.clone(),
             current: Mutex::new(config),
             runtime,
             health,
+            resolvers,
         }
     }
 
@@ -105,6 +109,7 @@ impl Control {
         forget_removed_servers(&old, &new);
         self.runtime.store(Arc::new(new));
         self.health.restart(&upstreams);
+        self.replace_certificates(&config);
         *current = config;
         METRICS.config_reloads.with_label_values(&[RELOAD_OK]).inc();
         record_loaded(&hash);
@@ -119,8 +124,21 @@ impl Control {
     }
 }
 
+impl Control {
+    /// New certificates for listeners that stay; a listener's TLS on/off needs an upgrade.
+    fn replace_certificates(&self, config: &Config) {
+        for listener in &config.listeners {
+            if let Some(resolver) = self.resolvers.get(&listener.address) {
+                if listener.is_tls() {
+                    resolver.replace(certificate_set(listener));
+                }
+            }
+        }
+    }
+}
+
 fn listener_change_note(old: &[ListenerConfig], new: &[ListenerConfig]) -> Option<String> {
-    let key = |l: &ListenerConfig| (l.address, l.http1, l.h2c);
+    let key = |l: &ListenerConfig| (l.address, l.http1, l.h2c, l.h2, l.h3, l.is_tls());
     let mut before: Vec<_> = old.iter().map(key).collect();
     let mut after: Vec<_> = new.iter().map(key).collect();
     before.sort();

@@ -16,4 +16,5 @@ pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
+pub mod tls;
 pub mod upstream;

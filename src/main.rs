@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "conf/parapet.toml";
+const DEFAULT_CERT_DIR: &str = "certs";
 /// The shipped config, for `parapet demo` run outside the source tree.
 const SHIPPED_CONFIG: &str = include_str!("../conf/parapet.toml");
 
@@ -34,11 +35,27 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Make development certificates: a local CA and a localhost leaf it signs.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Run the shipped config with built-in demo origins on its loopback server addresses.
     Demo {
         /// Config file (TOML); without it, conf/parapet.toml or the copy built into the binary.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Write ca.crt/ca.key and localhost.crt/localhost.key (localhost, 127.0.0.1, ::1) into DIR.
+    /// Trust ca.crt in a browser or pass it to clients (curl --cacert); never use in production.
+    Dev {
+        /// Where to write the files.
+        #[arg(short, long, value_name = "DIR", default_value = DEFAULT_CERT_DIR)]
+        dir: PathBuf,
     },
 }
 
@@ -57,6 +74,22 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{error}");
         ExitCode::from(2)
     })
+}
+
+/// The shipped config's TLS listener uses development certificates: make them when missing.
+fn ensure_dev_certificates() {
+    let dir = Path::new(DEFAULT_CERT_DIR);
+    if dir.join("localhost.crt").exists() && dir.join("localhost.key").exists() {
+        return;
+    }
+    match parapet::tls::make_dev_certificates(dir) {
+        Ok(_) => println!(
+            "Parapet demo: made development certificates in {}/ (trust {}/ca.crt to avoid warnings)",
+            dir.display(),
+            dir.display()
+        ),
+        Err(message) => eprintln!("{message}"),
+    }
 }
 
 fn demo_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
@@ -82,6 +115,20 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Certs {
+            action: CertsAction::Dev { dir },
+        } => match parapet::tls::make_dev_certificates(&dir) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, upgrade } => {
             init_logging();
             match load(&config) {
@@ -91,6 +138,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { config } => {
             init_logging();
+            ensure_dev_certificates();
             let config = match demo_config(config) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -102,7 +150,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             for listener in &config.listeners {
-                println!("Parapet demo: try  curl -i http://{}/", listener.address);
+                match listener.is_tls() {
+                    true => println!(
+                        "Parapet demo: try  curl -i --cacert {DEFAULT_CERT_DIR}/ca.crt https://localhost:{}/",
+                        listener.address.port()
+                    ),
+                    false => println!("Parapet demo: try  curl -i http://{}/", listener.address),
+                }
             }
             parapet::listen::run(config, false)
         }

@@ -64,6 +64,13 @@ fn status_class_index(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
 
+fn counter(name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::with_opts(Opts::new(name, help).namespace(NAMESPACE))
+        .expect("static metric definition");
+    register(Box::new(counter.clone()));
+    counter
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let vec = IntCounterVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
         .expect("static metric definition");
@@ -111,6 +118,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub config_loaded_time: IntGauge,
     pub access_log_dropped: IntCounter,
+    pub tls_client_hellos: IntCounter,
+    pub tls_handshakes: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -232,6 +241,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         config_loaded_time: loaded_time,
         access_log_dropped: dropped,
+        tls_client_hellos: counter(
+            "tls_client_hellos_total",
+            "TLS handshakes begun (ClientHello received), TCP and QUIC.",
+        ),
+        tls_handshakes: counter(
+            "tls_handshakes_total",
+            "TLS handshakes completed on TCP listeners; begun minus completed failed or are in progress.",
+        ),
     }
 });
 

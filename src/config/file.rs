@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub route: Vec<RawRoute>,
     pub admin: Option<RawAdmin>,
+    pub http2: Option<RawHttp2>,
+    pub http3: Option<RawHttp3>,
     pub access_log: Option<RawAccessLog>,
 }
 
@@ -45,6 +47,31 @@ pub struct RawServer {
 pub struct RawListener {
     pub address: String,
     pub protocols: Option<Vec<String>>,
+    #[serde(default)]
+    pub certificate: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttp2 {
+    pub max_concurrent_streams: Option<u32>,
+    pub max_header_list_size: Option<String>,
+    pub initial_stream_window: Option<String>,
+    pub initial_connection_window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttp3 {
+    pub max_concurrent_streams: Option<u32>,
+    pub max_field_section_size: Option<String>,
+    pub stream_receive_window: Option<String>,
+    pub receive_window: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +96,9 @@ pub struct RawServerEntry {
     pub weight: Option<u32>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<String>,
+    pub tls: Option<bool>,
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

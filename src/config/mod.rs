@@ -27,6 +27,44 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
+    pub http2: Http2Limits,
+    pub http3: Http3Limits,
+}
+
+/// HTTP/2 limits for clients (TLS h2 and h2c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Limits {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+}
+
+/// HTTP/3 and QUIC limits for clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http3Limits {
+    pub max_concurrent_streams: u32,
+    pub max_field_section_size: u64,
+    pub stream_receive_window: u32,
+    pub receive_window: u32,
+    pub idle_timeout: Duration,
+}
+
+/// A certificate of a TLS listener, loaded and checked at config time.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub loaded: std::sync::Arc<crate::tls::LoadedCertificate>,
+}
+
+/// TLS to an upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Server name sent and verified (default: the host of `address`).
+    pub sni: String,
+    /// Extra CA bundle trusted for this server (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +108,18 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub http1: bool,
     pub h2c: bool,
+    /// HTTP/2 over TLS, offered by ALPN.
+    pub h2: bool,
+    /// HTTP/3 over QUIC on the same port (UDP).
+    pub h3: bool,
+    /// Non-empty for a TLS listener; the first is the default certificate.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+impl ListenerConfig {
+    pub fn is_tls(&self) -> bool {
+        !self.certificates.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +162,7 @@ pub struct ServerConfig {
     /// Passive health: failures within `fail_timeout` that mark the server down (0 = off).
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@
 //! checks cross-references, and collects every problem with its line and key.
 
 use super::file::{
-    RawAccessLog, RawAdmin, RawConfig, RawHealthCheck, RawListener, RawRoute, RawServer,
-    RawUpstream,
+    RawAccessLog, RawAdmin, RawCertificate, RawConfig, RawHealthCheck, RawHttp2, RawHttp3,
+    RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
 };
 use super::locate::{KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
@@ -28,6 +28,12 @@ const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
 const DEFAULT_ACCESS_LOG_BUFFER_LINES: usize = 8192;
 const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/parapet_upgrade.sock";
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+const DEFAULT_STREAM_WINDOW_BYTES: u32 = 1 << 20;
+const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+const DEFAULT_H3_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+const DEFAULT_QUIC_IDLE_TIMEOUT_SECS: u64 = 30;
 
 /// Collects problems while building the runtime config.
 struct Checker {
@@ -179,6 +185,8 @@ fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
         routes,
         admin,
         access_log: build_access_log(checker, raw.access_log.as_ref(), &root.key("access_log")),
+        http2: build_http2(checker, &raw.http2.unwrap_or_default(), &root.key("http2")),
+        http3: build_http3(checker, &raw.http3.unwrap_or_default(), &root.key("http3")),
     }
 }
 
@@ -301,31 +309,176 @@ fn build_listeners(
                 format!("address {address} is already used by listener[{first}]"),
             );
         }
+        let certificates =
+            build_certificates(checker, &listener.certificate, &here.key("certificate"));
         let protocols = listener
             .protocols
             .clone()
             .unwrap_or_else(|| vec!["http1".into()]);
-        let (mut http1, mut h2c) = (false, false);
+        let (mut http1, mut h2c, mut h2, mut h3) = (false, false, false, false);
         for (n, protocol) in protocols.iter().enumerate() {
             match protocol.as_str() {
                 "http1" => http1 = true,
                 "h2c" => h2c = true,
+                "h2" => h2 = true,
+                "h3" => h3 = true,
                 other => checker.problem(
                     &here.key("protocols").index(n),
-                    format!("unknown protocol \"{other}\" (use \"http1\" or \"h2c\")"),
+                    format!(
+                        "unknown protocol \"{other}\" (use \"http1\", \"h2c\", \"h2\" or \"h3\")"
+                    ),
                 ),
             }
         }
         if protocols.is_empty() {
             checker.problem(&here.key("protocols"), "must name at least one protocol");
         }
+        let has_certificates = !listener.certificate.is_empty();
+        if (h2 || h3) && !has_certificates {
+            checker.problem(
+                &here.key("protocols"),
+                "\"h2\" and \"h3\" need TLS: add a [[listener.certificate]] with cert and key",
+            );
+        }
+        if h2c && has_certificates {
+            checker.problem(
+                &here.key("protocols"),
+                "\"h2c\" is clear text; on a TLS listener use \"h2\" (negotiated by ALPN)",
+            );
+        }
         listeners.push(ListenerConfig {
             address,
             http1,
             h2c,
+            h2,
+            h3,
+            certificates,
         });
     }
     listeners
+}
+
+fn build_certificates(
+    checker: &mut Checker,
+    raw: &[RawCertificate],
+    path: &KeyPath,
+) -> Vec<CertificateConfig> {
+    let mut certificates = Vec::new();
+    for (index, entry) in raw.iter().enumerate() {
+        let (cert, key) = (PathBuf::from(&entry.cert), PathBuf::from(&entry.key));
+        match crate::tls::load_certificate(&cert, &key) {
+            Ok(loaded) => certificates.push(CertificateConfig {
+                cert,
+                key,
+                loaded: std::sync::Arc::new(loaded),
+            }),
+            Err(message) => checker.problem(&path.index(index).key("cert"), message),
+        }
+    }
+    certificates
+}
+
+fn build_upstream_tls(
+    checker: &mut Checker,
+    raw: &RawServerEntry,
+    path: &KeyPath,
+) -> Option<UpstreamTls> {
+    if raw.tls != Some(true) {
+        if raw.sni.is_some() || raw.ca_file.is_some() {
+            checker.problem(
+                &path.key("tls"),
+                "sni and ca_file only apply with tls = true",
+            );
+        }
+        return None;
+    }
+    let host = raw
+        .address
+        .rsplit_once(':')
+        .map_or(raw.address.as_str(), |(host, _)| host);
+    let sni = raw.sni.clone().unwrap_or_else(|| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    });
+    let ca_file = raw.ca_file.as_ref().map(PathBuf::from);
+    if let Some(file) = &ca_file {
+        if let Err(e) = std::fs::metadata(file) {
+            checker.problem(
+                &path.key("ca_file"),
+                format!("cannot read {}: {e}", file.display()),
+            );
+        }
+    }
+    Some(UpstreamTls { sni, ca_file })
+}
+
+fn window_size(checker: &mut Checker, value: &Option<String>, path: &KeyPath, default: u32) -> u32 {
+    let size = checker.size(value, path, u64::from(default));
+    u32::try_from(size).unwrap_or_else(|_| {
+        checker.problem(path, "must be below 4GiB");
+        default
+    })
+}
+
+fn build_http2(checker: &mut Checker, raw: &RawHttp2, path: &KeyPath) -> Http2Limits {
+    Http2Limits {
+        max_concurrent_streams: checker.positive(
+            raw.max_concurrent_streams,
+            &path.key("max_concurrent_streams"),
+            DEFAULT_MAX_CONCURRENT_STREAMS,
+        ),
+        max_header_list_size: window_size(
+            checker,
+            &raw.max_header_list_size,
+            &path.key("max_header_list_size"),
+            DEFAULT_MAX_HEADER_LIST_BYTES,
+        ),
+        initial_stream_window: window_size(
+            checker,
+            &raw.initial_stream_window,
+            &path.key("initial_stream_window"),
+            DEFAULT_STREAM_WINDOW_BYTES,
+        ),
+        initial_connection_window: window_size(
+            checker,
+            &raw.initial_connection_window,
+            &path.key("initial_connection_window"),
+            DEFAULT_H2_CONNECTION_WINDOW_BYTES,
+        ),
+    }
+}
+
+fn build_http3(checker: &mut Checker, raw: &RawHttp3, path: &KeyPath) -> Http3Limits {
+    Http3Limits {
+        max_concurrent_streams: checker.positive(
+            raw.max_concurrent_streams,
+            &path.key("max_concurrent_streams"),
+            DEFAULT_MAX_CONCURRENT_STREAMS,
+        ),
+        max_field_section_size: checker.size(
+            &raw.max_field_section_size,
+            &path.key("max_field_section_size"),
+            u64::from(DEFAULT_MAX_HEADER_LIST_BYTES),
+        ),
+        stream_receive_window: window_size(
+            checker,
+            &raw.stream_receive_window,
+            &path.key("stream_receive_window"),
+            DEFAULT_STREAM_WINDOW_BYTES,
+        ),
+        receive_window: window_size(
+            checker,
+            &raw.receive_window,
+            &path.key("receive_window"),
+            DEFAULT_H3_CONNECTION_WINDOW_BYTES,
+        ),
+        idle_timeout: checker.positive_duration(
+            &raw.idle_timeout,
+            &path.key("idle_timeout"),
+            Duration::from_secs(DEFAULT_QUIC_IDLE_TIMEOUT_SECS),
+        ),
+    }
 }
 
 fn build_upstream(
@@ -372,6 +525,7 @@ fn build_upstream(
             weight,
             max_fails: server.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
             fail_timeout,
+            tls: build_upstream_tls(checker, server, &here),
         });
     }
     UpstreamConfig {

@@ -68,10 +68,20 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// The peer for one try at `address`, with the upstream's timeouts.
-pub fn peer_for(upstream: &Upstream, address: SocketAddr) -> HttpPeer {
+/// The peer for one try at server `index`, with the upstream's timeouts and the server's TLS
+/// (SNI, optional CA, h2 when the server offers it by ALPN).
+pub fn peer_for(upstream: &Upstream, index: usize, address: SocketAddr) -> HttpPeer {
     let config = &upstream.config;
-    let mut peer = HttpPeer::new(address, false, String::new());
+    let tls = config.servers.get(index).and_then(|s| s.tls.as_ref());
+    let mut peer = HttpPeer::new(
+        address,
+        tls.is_some(),
+        tls.map(|t| t.sni.clone()).unwrap_or_default(),
+    );
+    if tls.is_some() {
+        peer.options.alpn = pingora::protocols::ALPN::H2H1;
+        peer.options.ca = upstream.trusted_ca.get(index).cloned().flatten();
+    }
     peer.options.connection_timeout = Some(config.connect_timeout);
     peer.options.read_timeout = Some(config.read_timeout);
     peer.options.write_timeout = Some(config.write_timeout);

@@ -63,6 +63,39 @@ pub struct Runtime {
     pub settings: ServerSettings,
     pub router: Router<Arc<RouteTarget>>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// What a request can learn from the port it arrived on.
+    pub doors: HashMap<u16, DoorFacts>,
+}
+
+/// Facts about the listener on one port.
+pub struct DoorFacts {
+    pub tls: bool,
+    /// `Alt-Svc` advertising HTTP/3 on this port, when the listener serves it.
+    pub alt_svc: Option<http::HeaderValue>,
+}
+
+/// How long clients may remember that HTTP/3 is offered (RFC 7838 `ma`).
+const ALT_SVC_MAX_AGE_SECS: u64 = 86_400;
+
+fn door_facts(config: &Config) -> HashMap<u16, DoorFacts> {
+    config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let port = listener.address.port();
+            let alt_svc = listener.h3.then(|| {
+                let value = format!("h3=\":{port}\"; ma={ALT_SVC_MAX_AGE_SECS}");
+                http::HeaderValue::from_str(&value).expect("digits and ASCII only")
+            });
+            (
+                port,
+                DoorFacts {
+                    tls: listener.is_tls(),
+                    alt_svc,
+                },
+            )
+        })
+        .collect()
 }
 
 impl Runtime {
@@ -98,6 +131,7 @@ impl Runtime {
             settings: config.server.clone(),
             router,
             upstreams,
+            doors: door_facts(config),
         }
     }
 }
@@ -229,7 +263,7 @@ impl ProxyHttp for Parapet {
         }
         ctx.tried.push(selection.index);
         ctx.try_started = Some(Instant::now());
-        let peer = error::peer_for(upstream, selection.address);
+        let peer = error::peer_for(upstream, selection.index, selection.address);
         ctx.current = Some(selection);
         Ok(Box::new(peer))
     }
@@ -250,7 +284,11 @@ impl ProxyHttp for Parapet {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            scheme: "http",
+            scheme: if arrived_over_tls(session, &ctx.runtime) {
+                "https"
+            } else {
+                "http"
+            },
             host: host.as_deref(),
             version: session.req_header().version,
         };
@@ -376,12 +414,17 @@ impl ProxyHttp for Parapet {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if !ctx.request_id.is_empty() {
             upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        }
+        if protocol_of(session) != Protocol::H3 {
+            if let Some(alt_svc) = door_of(session, &ctx.runtime).and_then(|d| d.alt_svc.clone()) {
+                upstream_response.insert_header(http::header::ALT_SVC, alt_svc)?;
+            }
         }
         Ok(())
     }
@@ -448,6 +491,15 @@ fn response_status(session: &Session, e: Option<&Error>) -> u16 {
             code => code,
         }),
     }
+}
+
+fn door_of<'a>(session: &Session, runtime: &'a Runtime) -> Option<&'a DoorFacts> {
+    let port = session.server_addr()?.as_inet()?.port();
+    runtime.doors.get(&port)
+}
+
+fn arrived_over_tls(session: &Session, runtime: &Runtime) -> bool {
+    door_of(session, runtime).is_some_and(|d| d.tls)
 }
 
 fn protocol_of(session: &Session) -> Protocol {

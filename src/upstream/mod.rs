@@ -151,6 +151,29 @@ fn log_change(server: &ServerState, up: bool, why: StateChange) {
     }
 }
 
+/// Reads a server's `ca_file` (PEM) into the form Pingora's rustls connector takes. The file
+/// was checked at config load; a failure here is logged and the system roots are used.
+fn load_trusted_ca(server: &ServerConfig) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    use pingora::utils::tls::{parse_x509, WrappedX509};
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let path = server.tls.as_ref()?.ca_file.as_ref()?;
+    let certificates: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(path).and_then(|iter| iter.collect());
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Some(
+            certificates
+                .into_iter()
+                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        Ok(_) | Err(_) => {
+            tracing::error!(file = %path.display(), server = %server.address, "no usable CA certificate; using the system roots");
+            None
+        }
+    }
+}
+
 /// Holds one in-flight slot on a server; released when dropped.
 #[derive(Debug)]
 pub struct InFlightGuard {
@@ -195,6 +218,8 @@ pub enum NoServer {
 pub struct Upstream {
     pub config: UpstreamConfig,
     pub servers: Vec<Arc<ServerState>>,
+    /// Per server: the extra CA trusted for upstream TLS (`ca_file`), loaded once.
+    pub trusted_ca: Vec<Option<Arc<pingora::protocols::tls::CaType>>>,
     round_robin_state: Mutex<Vec<i64>>,
 }
 
@@ -212,10 +237,12 @@ impl Upstream {
                     .unwrap_or_else(|| Arc::new(ServerState::new(&config.name, s.address)))
             })
             .collect::<Vec<_>>();
+        let trusted_ca = config.servers.iter().map(load_trusted_ca).collect();
         let round_robin_state = Mutex::new(vec![0; servers.len()]);
         Upstream {
             config,
             servers,
+            trusted_ca,
             round_robin_state,
         }
     }
@@ -296,6 +323,7 @@ mod tests {
                 weight,
                 max_fails: 2,
                 fail_timeout: Duration::from_secs(60),
+                tls: None,
             })
             .collect();
         let config = UpstreamConfig {

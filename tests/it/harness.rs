@@ -574,6 +574,15 @@ pub fn single_upstream_config(
     )
 }
 
+/// An `[admin]` table listening on `listen`, with `token_file` when given; append it to a config.
+pub fn admin_table(listen: SocketAddr, token_file: Option<&Path>) -> String {
+    let mut table = format!("\n[admin]\nlisten = \"{listen}\"\n");
+    if let Some(file) = token_file {
+        table.push_str(&format!("token_file = \"{}\"\n", file.display()));
+    }
+    table
+}
+
 fn parapet_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_parapet"));
     // The logs are part of what the tests check: make sure they are on, whatever the caller's env.
@@ -620,16 +629,29 @@ fn listener_addrs(toml_text: &str) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
+/// The admin address named in a config (`[admin] listen`), when there is an `[admin]` table.
+fn admin_addr(toml_text: &str) -> Option<SocketAddr> {
+    let value: toml::Value = toml::from_str(toml_text).expect("generated TOML parses");
+    let admin = value.get("admin")?;
+    let listen = admin
+        .get("listen")
+        .and_then(|l| l.as_str())
+        .unwrap_or("127.0.0.1:9901");
+    Some(listen.parse().expect("[admin] listen is IP:PORT"))
+}
+
 /// A running `parapet run -c FILE`. Dropping it kills (SIGKILL) and reaps the process; when the
 /// test is failing, the captured logs are printed.
 pub struct Proxy {
     child: Child,
     dir: tempfile::TempDir,
     listeners: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 impl Proxy {
-    /// Writes `toml` to a temp file, spawns the proxy and waits until every listener accepts.
+    /// Writes `toml` to a temp file, spawns the proxy and waits until every listener (and the
+    /// admin listener, when there is one) accepts.
     pub async fn start(toml: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("parapet.toml");
@@ -641,6 +663,7 @@ impl Proxy {
             child,
             dir,
             listeners: listener_addrs(toml),
+            admin: admin_addr(toml),
         };
         assert!(!proxy.listeners.is_empty(), "config has no listener");
         proxy.wait_ready().await;
@@ -649,7 +672,7 @@ impl Proxy {
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
-        for addr in self.listeners.clone() {
+        for addr in self.listeners.clone().into_iter().chain(self.admin) {
             loop {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     panic!(
@@ -688,6 +711,78 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The config file the proxy was started with; rewrite it (see [`Proxy::write_config`]) and
+    /// reload to change the running config.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("parapet.toml")
+    }
+
+    /// Replaces the config file's content (the running config changes only on a reload).
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.config_path(), toml).expect("rewrite config");
+    }
+
+    /// The admin listener's address; panics when the config has no `[admin]` table.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the config has no [admin] table")
+    }
+
+    /// `http://ADMIN/PATH` on the admin listener; `path` starts with `/`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
+    }
+
+    /// GET on the admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        get(&client(), &self.admin_url(path)).await
+    }
+
+    /// POST (empty body) on the admin listener, with `Authorization: Bearer TOKEN` when `token`
+    /// is given: status and body.
+    pub async fn admin_post(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let url = self.admin_url(path);
+        let mut request = client().post(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: body: {e:?}"));
+        (status, body)
+    }
+
+    /// A scrape of the admin `/metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let (status, body) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        Metrics::parse(&body)
+    }
+
+    /// Scrapes `/metrics` until `condition` holds (at most 10 s); returns the last scrape and
+    /// whether the condition held.
+    pub async fn metrics_until(
+        &self,
+        mut condition: impl FnMut(&Metrics) -> bool,
+    ) -> (Metrics, bool) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let metrics = self.metrics().await;
+            if condition(&metrics) {
+                return (metrics, true);
+            }
+            if Instant::now() > deadline {
+                return (metrics, false);
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
     }
 
     pub fn send_signal(&self, signal: i32) {
@@ -1025,4 +1120,140 @@ pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
 /// `GET path` with `Host: host` on a fresh connection.
 pub async fn get_with_host(addr: SocketAddr, host: &str, path: &str) -> RawResponse {
     raw_get(addr, path, &[("Host", host)]).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus text exposition
+
+/// One sample: `name{labels} value`.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A parsed `/metrics` scrape (the text format: `# ...` comment lines and sample lines).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+/// Parses `{a="x",b="y"}` (escapes `\\`, `\"`, `\n` in values); `None` when malformed.
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        if rest.is_empty() {
+            return Some(labels);
+        }
+        let (name, after) = rest.split_once('=')?;
+        let mut chars = after.strip_prefix('"')?.char_indices();
+        let mut value = String::new();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '"' => break i,
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                c => value.push(c),
+            }
+        };
+        labels.push((name.trim().to_string(), value));
+        rest = &after[1 + end + 1..];
+    }
+}
+
+impl Metrics {
+    /// Parses the text exposition; panics on a line it cannot read.
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("metrics line without a value: {line:?}"));
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("metrics line with a bad value: {line:?}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels
+                        .strip_suffix('}')
+                        .and_then(parse_labels)
+                        .unwrap_or_else(|| panic!("metrics line with bad labels: {line:?}"));
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), Vec::new()),
+            };
+            samples.push(Sample {
+                name,
+                labels,
+                value,
+            });
+        }
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// Every sample of `name` whose labels include all of `labels`.
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples
+            .iter()
+            .filter(move |s| s.name == name && labels.iter().all(|(n, v)| s.label(n) == Some(*v)))
+    }
+
+    /// The value of the one sample of `name` whose label set is exactly `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && labels.iter().all(|(n, v)| s.label(n) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+
+    /// Like [`Metrics::get`], 0 when the series is absent (counters that never moved).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+}
+
+/// What Parapet reports as a config's hash (`parapet_config_info{hash}`, the reload answer): the
+/// first 8 bytes of the SHA-256 of the file's text, in hex.
+pub fn config_hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

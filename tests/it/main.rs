@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod access_log;
+mod admin;
 mod balancing;
 mod config;
 mod faults;
@@ -10,4 +12,6 @@ mod health;
 mod lifecycle;
 mod proxy_h1;
 mod proxy_h2;
+mod proxy_tls;
+mod reload;
 mod routing;

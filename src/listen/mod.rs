@@ -6,24 +6,33 @@
 //! Pingora sleeps `grace_period` → runtimes stop → exit 0. The drain watcher ends that sleep
 //! early, as soon as no request is in flight, so a stop takes as long as the slowest request.
 
+mod quic;
+
 use crate::access_log;
 use crate::admin::Admin;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, Http2Limits, ListenerConfig};
 use crate::control::{self, Control};
 use crate::metrics::{Protocol, METRICS};
 use crate::proxy::{active_requests, Parapet, Runtime};
+use crate::tls::{CertificateSet, SniResolver};
 use crate::upstream::health::HealthSupervisor;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +46,7 @@ const LOG_FLUSH_TIMEOUT_MS: u64 = 500;
 struct HttpDoor {
     proxy: Arc<HttpProxy<Parapet>>,
     options: HttpServerOptions,
+    h2_limits: Http2Limits,
 }
 
 #[async_trait]
@@ -51,6 +61,17 @@ impl HttpServerApp for HttpDoor {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        let limits = &self.h2_limits;
+        let mut options = default_h2_options();
+        options
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_list_size)
+            .initial_window_size(limits.initial_stream_window)
+            .initial_connection_window_size(limits.initial_connection_window);
+        Some(options)
     }
 
     async fn http_cleanup(&self) {
@@ -73,13 +94,18 @@ struct Door {
 }
 
 impl Door {
-    fn new(proxy: &Arc<HttpProxy<Parapet>>, listener: &ListenerConfig) -> Self {
+    fn new(
+        proxy: &Arc<HttpProxy<Parapet>>,
+        listener: &ListenerConfig,
+        h2_limits: &Http2Limits,
+    ) -> Self {
         let door = |h2c: bool| {
             let mut options = HttpServerOptions::default();
             options.h2c = h2c;
             Arc::new(HttpDoor {
                 proxy: Arc::clone(proxy),
                 options,
+                h2_limits: h2_limits.clone(),
             })
         };
         Door {
@@ -116,7 +142,11 @@ impl ServerApp for Door {
                 return h2c.process_new(stream, shutdown).await;
             }
         }
-        let _open = OpenConnection::count(Protocol::Http1);
+        let protocol = match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => Protocol::H2,
+            _ => Protocol::Http1,
+        };
+        let _open = OpenConnection::count(protocol);
         let mut next = self.http1.process_new(stream, shutdown).await;
         while let Some(reused) = next {
             next = self.http1.process_new(reused, shutdown).await;
@@ -162,13 +192,73 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-fn door_service(proxy: &Arc<HttpProxy<Parapet>>, listener: &ListenerConfig) -> Service<Door> {
-    let mut service = Service::new(
-        format!("listener {}", listener.address),
-        Door::new(proxy, listener),
-    );
-    service.add_tcp(&listener.address.to_string());
+fn door_service(
+    proxy: &Arc<HttpProxy<Parapet>>,
+    listener: &ListenerConfig,
+    h2_limits: &Http2Limits,
+    resolver: Option<Arc<SniResolver>>,
+) -> Service<Door> {
+    let door = Door::new(proxy, listener, h2_limits);
+    let mut service = Service::new(format!("listener {}", listener.address), door);
+    let address = listener.address.to_string();
+    match resolver {
+        Some(resolver) => {
+            service.add_tls_with_settings(&address, None, tls_settings(listener, resolver))
+        }
+        None => service.add_tcp(&address),
+    }
     service
+}
+
+/// Counts completed TLS handshakes on TCP listeners.
+struct HandshakeCounter;
+
+#[async_trait]
+impl TlsAccept for HandshakeCounter {
+    async fn handshake_complete_callback(
+        &self,
+        _tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        METRICS.tls_handshakes.inc();
+        None
+    }
+}
+
+/// TLS 1.2 and 1.3 with certificates chosen by SNI; ALPN offers h2 and/or http/1.1 as the
+/// listener's protocols say.
+fn tls_settings(listener: &ListenerConfig, resolver: Arc<SniResolver>) -> TlsSettings {
+    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCounter))
+        .expect("TLS settings without files cannot fail");
+    settings.set_cert_resolver(resolver);
+    let alpn = match (listener.h2, listener.http1) {
+        (true, true) => ALPN::H2H1,
+        (true, false) => ALPN::H2,
+        _ => ALPN::H1,
+    };
+    settings.set_alpn(alpn);
+    settings
+}
+
+/// One SNI resolver per TLS listener, keyed by address so a reload can swap certificates.
+pub type Resolvers = HashMap<SocketAddr, Arc<SniResolver>>;
+
+fn build_resolvers(config: &Config) -> Resolvers {
+    config
+        .listeners
+        .iter()
+        .filter(|l| l.is_tls())
+        .map(|l| (l.address, Arc::new(SniResolver::new(certificate_set(l)))))
+        .collect()
+}
+
+/// The SNI index of a listener's certificates.
+pub fn certificate_set(listener: &ListenerConfig) -> CertificateSet {
+    let loaded: Vec<_> = listener
+        .certificates
+        .iter()
+        .map(|c| Arc::clone(&c.loaded))
+        .collect();
+    CertificateSet::new(&loaded)
 }
 
 /// Runs the proxy until it is stopped; `upgrade` takes the listening sockets over from a
@@ -197,14 +287,43 @@ pub fn run(config: Config, upgrade: bool) -> ! {
         &server_conf,
         Parapet::new(Arc::clone(&runtime)),
     ));
+    crate::tls::install_crypto_provider();
+    let resolvers = build_resolvers(&config);
     for listener in &config.listeners {
-        server.add_service(door_service(&proxy, listener));
-        tracing::info!(address = %listener.address, http1 = listener.http1, h2c = listener.h2c, "listening");
+        let resolver = resolvers.get(&listener.address).cloned();
+        server.add_service(door_service(
+            &proxy,
+            listener,
+            &config.http2,
+            resolver.clone(),
+        ));
+        if let (true, Some(resolver)) = (listener.h3, resolver) {
+            server.add_service(quic::quic_service(
+                listener,
+                resolver,
+                &config.http3,
+                Arc::clone(&proxy),
+            ));
+        }
+        tracing::info!(
+            address = %listener.address,
+            tls = listener.is_tls(),
+            http1 = listener.http1,
+            h2c = listener.h2c,
+            h2 = listener.h2,
+            h3 = listener.h3,
+            "listening"
+        );
     }
     let text = std::fs::read_to_string(&config.source).unwrap_or_default();
     control::record_loaded(&control::config_hash(&text));
     let admin = config.admin.clone();
-    let control = Arc::new(Control::new(config, runtime, Arc::clone(&health)));
+    let control = Arc::new(Control::new(
+        config,
+        runtime,
+        Arc::clone(&health),
+        resolvers,
+    ));
     if let Some(admin) = admin {
         let mut service = Service::new(
             "admin".to_string(),

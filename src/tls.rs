@@ -1,0 +1,325 @@
+//! TLS material: loading certificate/key pairs (with errors naming the file and the fault),
+//! choosing one by SNI (exact name, then the longest wildcard, then the first as default),
+//! and making development certificates (a local CA and a localhost leaf it signs).
+//!
+//! The same [`SniResolver`] serves the TCP listeners (TLS 1.2/1.3, ALPN h2 and http/1.1) and
+//! the QUIC listener (TLS 1.3, ALPN h3); reload swaps its certificate set in place.
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A loaded certificate chain and key, with the DNS names and IPs it covers.
+pub struct LoadedCertificate {
+    pub cert_path: PathBuf,
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for LoadedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCertificate")
+            .field("cert_path", &self.cert_path)
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+/// Installs ring as rustls' process-wide crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Loads a PEM chain and key and checks that they belong together.
+pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, String> {
+    install_crypto_provider();
+    let cert_pem = std::fs::read(cert_path).map_err(|e| {
+        format!(
+            "cannot read certificate {}: {e} (for development certificates run `parapet certs dev`)",
+            cert_path.display()
+        )
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert_path.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{}: no CERTIFICATE block found",
+            cert_path.display()
+        ));
+    }
+    let key_pem = std::fs::read(key_path)
+        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+            key_path.display()
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: unsupported private key: {e}", key_path.display()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|e| {
+        format!(
+            "{} and {} do not belong together: {e}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
+    let names = certificate_names(&certified.cert[0])
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    Ok(LoadedCertificate {
+        cert_path: cert_path.to_path_buf(),
+        names,
+        key: Arc::new(certified),
+    })
+}
+
+/// The leaf's subject alternative names (DNS names lower-cased, IPs as text), or its CN.
+fn certificate_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes)
+                            .ok()
+                            .map(|b| std::net::IpAddr::from(b).to_string()),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(|b| std::net::IpAddr::from(b).to_string()),
+                        _ => None,
+                    };
+                    names.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    Ok(names)
+}
+
+/// Certificates of one listener, indexed for SNI.
+#[derive(Debug, Default)]
+pub struct CertificateSet {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `(".example.com", key)`, longest suffix first.
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertificateSet {
+    /// Indexes `certificates`; the first one is the default for clients without a match.
+    pub fn new(certificates: &[Arc<LoadedCertificate>]) -> Self {
+        let mut set = CertificateSet {
+            default: certificates.first().map(|c| Arc::clone(&c.key)),
+            ..CertificateSet::default()
+        };
+        for certificate in certificates {
+            for name in &certificate.names {
+                match name.strip_prefix('*') {
+                    Some(suffix) => set
+                        .wildcard
+                        .push((suffix.to_string(), Arc::clone(&certificate.key))),
+                    None => {
+                        set.exact
+                            .entry(name.clone())
+                            .or_insert_with(|| Arc::clone(&certificate.key));
+                    }
+                }
+            }
+        }
+        set.wildcard
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        set
+    }
+
+    /// The certificate for a server name (`None`: no SNI sent).
+    pub fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
+            return self.default.clone();
+        };
+        if let Some(key) = self.exact.get(&name) {
+            return Some(Arc::clone(key));
+        }
+        // A wildcard covers exactly one label: *.example.com matches a.example.com only.
+        let wildcard = self.wildcard.iter().find(|(suffix, _)| {
+            name.strip_suffix(suffix.as_str())
+                .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+        });
+        wildcard
+            .map(|(_, key)| Arc::clone(key))
+            .or_else(|| self.default.clone())
+    }
+}
+
+/// rustls' certificate resolver over a swappable [`CertificateSet`].
+#[derive(Debug)]
+pub struct SniResolver {
+    set: ArcSwap<CertificateSet>,
+}
+
+impl SniResolver {
+    pub fn new(set: CertificateSet) -> Self {
+        SniResolver {
+            set: ArcSwap::from_pointee(set),
+        }
+    }
+
+    /// Replaces the certificates (config reload); handshakes in progress keep the old ones.
+    pub fn replace(&self, set: CertificateSet) {
+        self.set.store(Arc::new(set));
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        crate::metrics::METRICS.tls_client_hellos.inc();
+        self.set.load().choose(hello.server_name())
+    }
+}
+
+/// Makes `ca.crt`/`ca.key` (a local CA, kept if present) and `localhost.crt`/`localhost.key`
+/// (a leaf for localhost, 127.0.0.1 and ::1 signed by it) in `dir`.
+pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, text: &str| -> Result<PathBuf, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let fail = |e: rcgen::Error| format!("certificate generation failed: {e}");
+
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Parapet development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
+
+    let leaf_key = KeyPair::generate().map_err(fail)?;
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf_params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    leaf_params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf_params
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .map_err(fail)?;
+
+    Ok(vec![
+        write("ca.crt", &ca_cert.pem())?,
+        write("ca.key", &ca_key.serialize_pem())?,
+        write("localhost.crt", &leaf_cert.pem())?,
+        write("localhost.key", &leaf_key.serialize_pem())?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificates_load_and_cover_localhost() {
+        let dir = std::env::temp_dir().join(format!("parapet-tls-test-{}", std::process::id()));
+        make_dev_certificates(&dir).expect("generated");
+        let leaf = load_certificate(&dir.join("localhost.crt"), &dir.join("localhost.key"))
+            .expect("loads");
+        assert!(leaf.names.contains(&"localhost".to_string()));
+        assert!(leaf.names.contains(&"127.0.0.1".to_string()));
+        assert!(leaf.names.contains(&"::1".to_string()));
+        let mismatched =
+            load_certificate(&dir.join("localhost.crt"), &dir.join("ca.key")).unwrap_err();
+        assert!(
+            mismatched.contains("do not belong together"),
+            "{mismatched}"
+        );
+        let missing = load_certificate(&dir.join("nope.crt"), &dir.join("ca.key")).unwrap_err();
+        assert!(missing.contains("nope.crt"), "{missing}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sni_prefers_exact_then_one_label_wildcards_then_the_default() {
+        let key = |n: u8| {
+            let dir = std::env::temp_dir().join(format!("parapet-sni-{}-{n}", std::process::id()));
+            make_dev_certificates(&dir).expect("generated");
+            let loaded = load_certificate(&dir.join("localhost.crt"), &dir.join("localhost.key"))
+                .expect("loads");
+            let _ = std::fs::remove_dir_all(&dir);
+            loaded.key
+        };
+        let (first, exact, wild) = (key(1), key(2), key(3));
+        let set = CertificateSet::new(&[
+            Arc::new(LoadedCertificate {
+                cert_path: "a".into(),
+                names: vec!["default.test".into()],
+                key: Arc::clone(&first),
+            }),
+            Arc::new(LoadedCertificate {
+                cert_path: "b".into(),
+                names: vec!["api.example.com".into()],
+                key: Arc::clone(&exact),
+            }),
+            Arc::new(LoadedCertificate {
+                cert_path: "c".into(),
+                names: vec!["*.example.com".into()],
+                key: Arc::clone(&wild),
+            }),
+        ]);
+        assert!(Arc::ptr_eq(
+            &set.choose(Some("API.example.com")).unwrap(),
+            &exact
+        ));
+        assert!(Arc::ptr_eq(
+            &set.choose(Some("www.example.com")).unwrap(),
+            &wild
+        ));
+        assert!(Arc::ptr_eq(
+            &set.choose(Some("a.b.example.com")).unwrap(),
+            &first
+        ));
+        assert!(Arc::ptr_eq(&set.choose(None).unwrap(), &first));
+    }
+}

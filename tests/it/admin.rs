@@ -1,0 +1,607 @@
+//! The admin listener: `/healthz`, `/readyz`, `/upstreams`, `/config`, the bearer-token guard on
+//! `POST /reload` and `POST /purge`, and what `/metrics` reports after real traffic.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::harness::{
+    admin_table, client, config_hash, get, h2c_client, line_of, reserve_addr, server_and_listener,
+    servers, single_upstream_config, try_get, Backend, ConfigFile, Proxy, RawConnection,
+};
+
+/// A token no log line, config dump or error message may ever show.
+const TOKEN: &str = "parapet-test-token-7f3a9c1e5b";
+
+/// Writes `TOKEN` (with a trailing newline, which the proxy must trim) to `dir/admin.token`.
+fn write_token(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("admin.token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    file
+}
+
+/// A proxy on one backend with a catch-all route and an admin listener (token file optional).
+async fn proxy_with_admin(backend: &Backend, token_file: Option<&Path>) -> Proxy {
+    let toml = single_upstream_config(reserve_addr(), "", &[backend.addr()], "")
+        + &admin_table(reserve_addr(), token_file);
+    Proxy::start(&toml).await
+}
+
+/// Upstream `app` (named route `web` on `/web/`) and upstream `spare` (route on `/spare/`),
+/// each with its own servers; `health` is appended to both upstreams' settings.
+fn two_upstreams(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    app: &[SocketAddr],
+    spare: &[SocketAddr],
+    health: bool,
+) -> String {
+    let check = |name: &str| {
+        if health {
+            format!(
+                "\n[upstream.{name}.health_check]\ntype = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\nhealthy = 1\nunhealthy = 2\n"
+            )
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "{}\n[upstream.app]\nconnect_timeout = \"500ms\"\nread_timeout = \"5s\"\n{}{}\n[upstream.spare]\n{}{}\n[[route]]\nname = \"web\"\npath_prefix = \"/web/\"\nupstream = \"app\"\n\n[[route]]\npath_prefix = \"/spare/\"\nupstream = \"spare\"\n{}",
+        server_and_listener(listen),
+        servers("app", app, "max_fails = 0"),
+        check("app"),
+        servers("spare", spare, "max_fails = 0"),
+        check("spare"),
+        admin_table(admin, None),
+    )
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_readyz_answer_200_when_every_upstream_has_a_server() {
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+
+    let (status, body) = proxy.admin_get("/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) = proxy.admin_get("/readyz").await;
+    assert_eq!(status, 200, "/readyz: {body}");
+    let (status, _) = proxy.admin_get("/no-such-endpoint").await;
+    assert_eq!(status, 404);
+    // The admin endpoints are not proxied: the backend saw none of them.
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_lists_every_server_with_weight_health_and_in_flight() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let toml = single_upstream_config(reserve_addr(), "", &[a.addr()], "")
+        .replace(
+            &format!("address = \"{}\"\n", a.addr()),
+            &format!(
+                "address = \"{}\"\nweight = 3\n\n[[upstream.app.server]]\naddress = \"{}\"\nweight = 2\n",
+                a.addr(),
+                b.addr()
+            ),
+        )
+        + &admin_table(reserve_addr(), None);
+    let proxy = Proxy::start(&toml).await;
+
+    let (status, body) = proxy.admin_get("/upstreams").await;
+    assert_eq!(status, 200, "{body}");
+    let value = json(&body);
+    let servers = value["app"]["servers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no app.servers array in {body}"));
+    assert_eq!(servers.len(), 2, "{body}");
+    for (server, (addr, weight)) in servers.iter().zip([(a.addr(), 3), (b.addr(), 2)]) {
+        assert_eq!(server["address"], addr.to_string(), "{body}");
+        assert_eq!(server["weight"], weight, "{body}");
+        assert_eq!(server["healthy"], true, "{body}");
+        assert_eq!(server["active_check_up"], true, "{body}");
+        assert_eq!(server["in_flight"], 0, "{body}");
+        assert_eq!(server["recent_failures"], 0, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_shows_the_effective_config_with_defaults_and_never_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
+
+    let (status, body) = proxy.admin_get("/config").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains(TOKEN),
+        "/config shows the admin token:\n{body}"
+    );
+    let value = json(&body);
+    assert_eq!(value["admin"]["token"], "<redacted>", "{body}");
+    assert_eq!(
+        value["admin"]["token_file"],
+        token_file.display().to_string()
+    );
+    assert_eq!(value["admin"]["listen"], proxy.admin_addr().to_string());
+    assert_eq!(value["listener"][0]["address"], proxy.addr().to_string());
+    // Defaults the file leaves out are filled in.
+    let server = &value["upstream"]["app"]["server"][0];
+    assert_eq!(server["address"], backend.addr().to_string(), "{body}");
+    assert_eq!(server["weight"], 1, "{body}");
+    assert_eq!(value["upstream"]["app"]["retries"], 2, "{body}");
+    assert_eq!(value["route"][0]["name"], "*/", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_purge_refuse_a_missing_or_wrong_token_and_never_log_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
+    let wrong = "wrong-guess-0b1d2e3f";
+
+    for path in ["/reload", "/purge"] {
+        let (status, body) = proxy.admin_post(path, None).await;
+        assert_eq!(status, 401, "POST {path} without a token: {body}");
+        let (status, body) = proxy.admin_post(path, Some(wrong)).await;
+        assert_eq!(status, 401, "POST {path} with a wrong token: {body}");
+        let (status, body) = proxy.admin_post(path, Some(&TOKEN[1..])).await;
+        assert_eq!(status, 401, "POST {path} with a token prefix: {body}");
+        assert!(!body.contains(TOKEN), "{body}");
+    }
+    assert!(
+        proxy
+            .wait_for_log_lines(&["admin request refused"], 6)
+            .await,
+        "expected six refusals in the log:\n{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    assert!(
+        !logs.contains(TOKEN),
+        "the log shows the admin token:\n{logs}"
+    );
+    assert!(
+        !logs.contains(wrong),
+        "the log shows the presented token:\n{logs}"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.value("parapet_config_reloads_total", &[("result", "success")]),
+        0.0,
+        "a refused reload was applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_the_right_token_answers_the_new_hash_and_purge_is_not_implemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
+
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap() + "\n# edited\n";
+    proxy.write_config(&text);
+    let (status, body) = proxy.admin_post("/reload", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let value = json(&body);
+    assert_eq!(value["reloaded"], true, "{body}");
+    assert_eq!(value["config_hash"], config_hash(&text), "{body}");
+
+    let (status, body) = proxy.admin_post("/purge", Some(TOKEN)).await;
+    assert_eq!(status, 501, "POST /purge with the token: {body}");
+
+    // The token file is read on each request: a rotated token works at once, the old one not.
+    let rotated = "rotated-token-4c8d2a";
+    std::fs::write(&token_file, rotated).unwrap();
+    assert_eq!(proxy.admin_post("/reload", Some(TOKEN)).await.0, 401);
+    let (status, body) = proxy.admin_post("/reload", Some(rotated)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_is_refused_when_no_token_file_is_configured() {
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    for token in [None, Some(""), Some(TOKEN)] {
+        let (status, body) = proxy.admin_post("/reload", token).await;
+        assert_eq!(status, 401, "token {token:?}: {body}");
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.value("parapet_config_reloads_total", &[("result", "success")]),
+        0.0
+    );
+}
+
+#[test]
+fn check_refuses_a_non_loopback_admin_without_a_token_file() {
+    let backend = reserve_addr();
+    let base = single_upstream_config(reserve_addr(), "", &[backend], "");
+
+    let open = format!("{base}\n[admin]\nlisten = \"0.0.0.0:9901\"\n");
+    let file = ConfigFile::new(&open);
+    let out = file.check();
+    assert!(!out.status.success(), "accepted:\n{}", out.output);
+    let location = file.location(line_of(&open, "listen = \"0.0.0.0", 1), "admin.listen");
+    assert!(
+        out.output.contains(&location),
+        "expected `{location}` in:\n{}",
+        out.output
+    );
+
+    let guarded = format!("{open}token_file = \"/nonexistent/admin.token\"\n");
+    let out = ConfigFile::new(&guarded).check();
+    assert!(
+        out.status.success(),
+        "a token_file should make the address acceptable:\n{}",
+        out.output
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// /metrics
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_route_upstream_status_class_and_protocol() {
+    let backend = Backend::start("app").await;
+    let spare = Backend::start("spare").await;
+    let proxy = Proxy::start(&two_upstreams(
+        reserve_addr(),
+        reserve_addr(),
+        &[backend.addr()],
+        &[spare.addr()],
+        false,
+    ))
+    .await;
+    let client = client();
+    const SENT: usize = 7;
+    for i in 0..SENT {
+        assert_eq!(
+            get(&client, &proxy.url(&format!("/web/{i}"))).await,
+            (200, "app".to_string())
+        );
+    }
+    let (status, _) = get(&client, &proxy.url("/nowhere")).await;
+    assert_eq!(status, 404);
+
+    let server = backend.addr().to_string();
+    let web_2xx = [
+        ("protocol", "http1"),
+        ("route", "web"),
+        ("status_class", "2xx"),
+        ("upstream", "app"),
+    ];
+    let none_4xx = [
+        ("protocol", "http1"),
+        ("route", "none"),
+        ("status_class", "4xx"),
+        ("upstream", "none"),
+    ];
+    let (metrics, _) = proxy
+        .metrics_until(|m| {
+            m.value("parapet_requests_total", &web_2xx) >= SENT as f64
+                && m.value("parapet_requests_total", &none_4xx) >= 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.get("parapet_requests_total", &web_2xx),
+        Some(SENT as f64),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.get("parapet_requests_total", &none_4xx),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value(
+            "parapet_requests_total",
+            &[
+                ("protocol", "http1"),
+                ("route", "web"),
+                ("status_class", "5xx"),
+                ("upstream", "app")
+            ]
+        ),
+        0.0
+    );
+    assert_eq!(
+        metrics.get(
+            "parapet_request_duration_seconds_count",
+            &[("protocol", "http1"), ("route", "web")]
+        ),
+        Some(SENT as f64),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.get(
+            "parapet_upstream_response_seconds_count",
+            &[("server", &server), ("upstream", "app")]
+        ),
+        Some(SENT as f64),
+        "{}",
+        metrics.text
+    );
+    // The route without traffic exports its series at zero under its default name.
+    assert_eq!(
+        metrics.get(
+            "parapet_requests_total",
+            &[
+                ("protocol", "http1"),
+                ("route", "*/spare/"),
+                ("status_class", "2xx"),
+                ("upstream", "spare")
+            ]
+        ),
+        Some(0.0),
+        "{}",
+        metrics.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_pooled_upstream_connections() {
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    let client = client();
+    const SENT: usize = 10;
+    for i in 0..SENT {
+        assert_eq!(
+            get(&client, &proxy.url(&format!("/seq/{i}"))).await,
+            (200, "app".to_string())
+        );
+    }
+    let server = backend.addr().to_string();
+    let labels = [("server", server.as_str()), ("upstream", "app")];
+    let (metrics, _) = proxy
+        .metrics_until(|m| {
+            m.value("parapet_upstream_connects_total", &labels)
+                + m.value("parapet_upstream_keepalive_reuses_total", &labels)
+                >= SENT as f64
+        })
+        .await;
+    let connects = metrics.value("parapet_upstream_connects_total", &labels);
+    let reuses = metrics.value("parapet_upstream_keepalive_reuses_total", &labels);
+    assert_eq!(connects + reuses, SENT as f64, "{}", metrics.text);
+    assert!(
+        reuses > 0.0,
+        "no pooled connection reused:\n{}",
+        metrics.text
+    );
+    assert_eq!(
+        connects,
+        backend.accepts() as f64,
+        "connects_total disagrees with the connections the backend accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_are_counted_with_protocol_h2() {
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    let client = h2c_client();
+    const SENT: usize = 5;
+    for i in 0..SENT {
+        assert_eq!(
+            get(&client, &proxy.url(&format!("/h2/{i}"))).await,
+            (200, "app".to_string())
+        );
+    }
+    let labels = |protocol| {
+        [
+            ("protocol", protocol),
+            ("route", "*/"),
+            ("status_class", "2xx"),
+            ("upstream", "app"),
+        ]
+    };
+    let (metrics, _) = proxy
+        .metrics_until(|m| m.value("parapet_requests_total", &labels("h2")) >= SENT as f64)
+        .await;
+    assert_eq!(
+        metrics.get("parapet_requests_total", &labels("h2")),
+        Some(SENT as f64),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value("parapet_requests_total", &labels("http1")),
+        0.0,
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.value(
+            "parapet_downstream_connections_total",
+            &[("protocol", "h2")]
+        ) >= 1.0,
+        "{}",
+        metrics.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connection_gauge_counts_a_held_keep_alive_connection() {
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    let open = [("protocol", "http1")];
+
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection
+        .send(b"GET /held HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await;
+    let response = connection.response().await;
+    assert_eq!((response.status, response.text()), (200, "app".to_string()));
+    let (metrics, held) = proxy
+        .metrics_until(|m| m.value("parapet_downstream_open_connections", &open) == 1.0)
+        .await;
+    assert!(
+        held,
+        "open http1 connections while one is held:\n{}",
+        metrics.text
+    );
+
+    drop(connection);
+    let (metrics, closed) = proxy
+        .metrics_until(|m| m.value("parapet_downstream_open_connections", &open) == 0.0)
+        .await;
+    assert!(
+        closed,
+        "open http1 connections after closing it:\n{}",
+        metrics.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_process_and_config_metrics_are_exported() {
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap();
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.get(
+            "parapet_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
+    let rss = metrics
+        .get("parapet_process_resident_memory_bytes", &[])
+        .unwrap_or_else(|| panic!("no resident memory:\n{}", metrics.text));
+    assert!(rss > 0.0);
+    let fds = metrics
+        .get("parapet_process_open_fds", &[])
+        .unwrap_or_else(|| panic!("no open fds:\n{}", metrics.text));
+    assert!(fds > 0.0);
+    assert_eq!(
+        metrics.get("parapet_config_info", &[("hash", &config_hash(&text))]),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.matching("parapet_config_info", &[]).count(),
+        1,
+        "one config hash at a time:\n{}",
+        metrics.text
+    );
+    let loaded = metrics
+        .get("parapet_config_loaded_timestamp_seconds", &[])
+        .unwrap_or_else(|| panic!("no load time:\n{}", metrics.text));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        loaded >= started.floor() - 1.0 && loaded <= now + 1.0,
+        "config loaded at {loaded}, test ran from {started} to {now}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_healthy_gauge_and_readyz_follow_a_backend_going_down_and_back_up() {
+    let app = Backend::start("app").await;
+    let spare = Backend::start("spare").await;
+    let proxy = Proxy::start(&two_upstreams(
+        reserve_addr(),
+        reserve_addr(),
+        &[app.addr()],
+        &[spare.addr()],
+        true,
+    ))
+    .await;
+    let server = app.addr().to_string();
+    let labels = [("server", server.as_str()), ("upstream", "app")];
+    let (metrics, up) = proxy
+        .metrics_until(|m| m.get("parapet_upstream_healthy", &labels) == Some(1.0))
+        .await;
+    assert!(up, "{}", metrics.text);
+    assert!(crate::harness::eventually(|| app.health_checks() > 0).await);
+    assert_eq!(proxy.admin_get("/readyz").await.0, 200);
+
+    app.stop().await;
+    let (metrics, down) = proxy
+        .metrics_until(|m| m.get("parapet_upstream_healthy", &labels) == Some(0.0))
+        .await;
+    assert!(down, "healthy gauge of a stopped server:\n{}", metrics.text);
+    let (status, body) = proxy.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("app"),
+        "/readyz does not name the upstream: {body}"
+    );
+    assert!(
+        !body.contains("spare"),
+        "/readyz names a healthy upstream: {body}"
+    );
+    let value = json(&proxy.admin_get("/upstreams").await.1);
+    assert_eq!(value["app"]["servers"][0]["healthy"], false);
+    assert_eq!(value["app"]["servers"][0]["active_check_up"], false);
+    assert_eq!(value["spare"]["servers"][0]["healthy"], true);
+
+    app.restart().await;
+    let (metrics, back) = proxy
+        .metrics_until(|m| m.get("parapet_upstream_healthy", &labels) == Some(1.0))
+        .await;
+    assert!(back, "healthy gauge after restart:\n{}", metrics.text);
+    let (status, body) = proxy.admin_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_gauge_counts_a_slow_request_while_it_runs_and_returns_to_zero() {
+    let backend = Backend::builder("slow")
+        .delay(Duration::from_millis(2000))
+        .start()
+        .await;
+    let proxy = proxy_with_admin(&backend, None).await;
+    let server = backend.addr().to_string();
+    let labels = [("server", server.as_str()), ("upstream", "app")];
+
+    let url = proxy.url("/slow");
+    let request = tokio::spawn(async move { try_get(&client(), &url).await });
+    let (metrics, busy) = proxy
+        .metrics_until(|m| m.get("parapet_upstream_in_flight", &labels) == Some(1.0))
+        .await;
+    assert!(
+        busy,
+        "in-flight gauge during a slow request:\n{}",
+        metrics.text
+    );
+    let value = json(&proxy.admin_get("/upstreams").await.1);
+    assert_eq!(value["app"]["servers"][0]["in_flight"], 1, "{value}");
+
+    assert_eq!(
+        request.await.unwrap(),
+        Ok((200, "slow".to_string())),
+        "the slow request"
+    );
+    let (metrics, idle) = proxy
+        .metrics_until(|m| m.get("parapet_upstream_in_flight", &labels) == Some(0.0))
+        .await;
+    assert!(
+        idle,
+        "in-flight gauge after the response:\n{}",
+        metrics.text
+    );
+    let value = json(&proxy.admin_get("/upstreams").await.1);
+    assert_eq!(value["app"]["servers"][0]["in_flight"], 0, "{value}");
+}
