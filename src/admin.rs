@@ -63,12 +63,14 @@ impl ServeHttp for Admin {
             (Method::POST, "/reload") => {
                 self.authorized(session, path.as_str(), |admin| admin.reload())
             }
-            (Method::POST, "/purge") => self.authorized(session, path.as_str(), |_| {
-                json_reply(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &json!({"error": "no cache is configured to purge"}),
-                )
-            }),
+            (Method::POST, "/purge") => {
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                self.authorized(session, path.as_str(), |_| purge(&query))
+            }
+            (method, _) if method.as_str() == "PURGE" => {
+                let targets = purge_targets(session.req_header());
+                self.authorized(session, "PURGE", |_| purge_urls(&targets))
+            }
             (
                 _,
                 "/metrics" | "/healthz" | "/readyz" | "/upstreams" | "/config" | "/reload"
@@ -82,6 +84,7 @@ impl ServeHttp for Admin {
 impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
         refresh_upstream_gauges(&self.control);
+        crate::cache::refresh_gauges();
         reply(StatusCode::OK, PROMETHEUS_TEXT, metrics::render())
     }
 
@@ -206,6 +209,99 @@ impl Admin {
     }
 }
 
+/// `POST /purge?url=URL` (every variant of one URL), `?prefix=URL-PREFIX` or `?glob=PATTERN`,
+/// URLs written as stored: `scheme://host:port/path?query`.
+fn purge(query: &str) -> Response<Vec<u8>> {
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let url = get("url").map(|u| crate::cache::normalize_url(&u).unwrap_or(u));
+    let (prefix, glob) = (get("prefix"), get("glob"));
+    if url.is_none() && prefix.is_none() && glob.is_none() {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "give url=, prefix= or glob="}),
+        );
+    }
+    let purged = crate::cache::purge(url.as_deref(), prefix.as_deref(), glob.as_deref());
+    tracing::info!(url = ?url, prefix = ?prefix, glob = ?glob, purged, "cache purge");
+    json_reply(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+/// The URLs a `PURGE` names: its absolute request target (`PURGE http://host:port/path`),
+/// or, Varnish-style, `PURGE /path` with `Host: cached-host:port` (both schemes).
+fn purge_targets(req: &pingora::http::RequestHeader) -> Vec<String> {
+    if req.uri.scheme().is_some() {
+        return crate::cache::normalize_url(&req.uri.to_string())
+            .into_iter()
+            .collect();
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    host.map(|host| {
+        ["http", "https"]
+            .iter()
+            .map(|scheme| crate::cache::key::url(scheme, host, path))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Purges every stored variant of each URL.
+fn purge_urls(urls: &[String]) -> Response<Vec<u8>> {
+    if urls.is_empty() {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "PURGE needs an absolute URL (PURGE http://host/path) or a path with the cached Host"}),
+        );
+    }
+    let purged: usize = urls
+        .iter()
+        .map(|url| crate::cache::purge(Some(url), None, None))
+        .sum();
+    tracing::info!(urls = ?urls, purged, "cache purge");
+    json_reply(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -281,9 +377,10 @@ pub fn effective_config(config: &Config) -> Value {
             json!({"address": l.address.to_string(), "protocols": protocols})
         }).collect::<Vec<_>>(),
         "upstream": upstreams,
-        "route": config.routes.iter().map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream})).collect::<Vec<_>>(),
+        "route": config.routes.iter().map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream, "compress": r.compress})).collect::<Vec<_>>(),
         "admin": config.admin.as_ref().map(|a| json!({"listen": a.listen.to_string(),
             "token_file": a.token_file.as_ref().map(|p| p.display().to_string()), "token": "<redacted>"})),
         "access_log": {"target": access_log, "buffer": config.access_log.buffer},
+        "compression": config.compression.describe(),
     })
 }

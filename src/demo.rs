@@ -106,14 +106,25 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<usize
     }
 }
 
+/// Items in the larger JSON body the demo serves under `/api/` (big enough to compress).
+const DEMO_API_ITEMS: usize = 40;
+
 fn demo_response(name: &str, path: &str) -> String {
+    let path = path.replace(['"', '\\'], "");
     let body = if path == "/health" {
         "ok\n".to_string()
-    } else {
+    } else if path.starts_with("/api/") {
+        let items: Vec<String> = (0..DEMO_API_ITEMS)
+            .map(|i| {
+                format!("{{\"id\":{i},\"name\":\"item {i}\",\"tags\":[\"demo\",\"parapet\"]}}")
+            })
+            .collect();
         format!(
-            "{{\"origin\":\"{name}\",\"path\":\"{}\"}}\n",
-            path.replace(['"', '\\'], "")
+            "{{\"origin\":\"{name}\",\"path\":\"{path}\",\"items\":[{}]}}\n",
+            items.join(",")
         )
+    } else {
+        format!("{{\"origin\":\"{name}\",\"path\":\"{path}\"}}\n")
     };
     format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-demo-origin: {name}\r\n\r\n{body}",

@@ -9,6 +9,8 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod control;
 pub mod demo;

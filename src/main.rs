@@ -61,7 +61,9 @@ enum CertsAction {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // pingora-cache warns once that no header-compression dictionary is loaded; that is
+        // only a missed optimisation for its on-disk formats, not something to act on.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_cache::meta=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -71,6 +71,13 @@ fn counter(name: &str, help: &str) -> IntCounter {
     counter
 }
 
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::with_opts(Opts::new(name, help).namespace(NAMESPACE))
+        .expect("static metric definition");
+    register(Box::new(gauge.clone()));
+    gauge
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let vec = IntCounterVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
         .expect("static metric definition");
@@ -119,6 +126,13 @@ pub struct Metrics {
     pub config_loaded_time: IntGauge,
     pub access_log_dropped: IntCounter,
     pub tls_client_hellos: IntCounter,
+    /// By [`crate::cache::status::Outcome`] index.
+    pub cache_responses: [IntCounter; 5],
+    pub cache_hit_bytes: IntCounter,
+    pub cache_stored_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    pub cache_evictions: IntCounter,
+    pub cache_coalesced: IntCounter,
     pub tls_handshakes: IntCounter,
 }
 
@@ -241,13 +255,29 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         config_loaded_time: loaded_time,
         access_log_dropped: dropped,
+        cache_responses: {
+            let vec = counter_vec(
+                "cache_responses_total",
+                "Responses on cached routes by how the cache served them.",
+                &["status"],
+            );
+            crate::cache::status::Outcome::ALL.map(|o| vec.with_label_values(&[o.as_str()]))
+        },
+        cache_hit_bytes: counter("cache_hit_bytes_total", "Body bytes served from the cache."),
+        cache_stored_bytes: gauge("cache_stored_bytes", "Bytes held by the cache (bodies and headers)."),
+        cache_entries: gauge("cache_entries", "Responses held by the cache."),
+        cache_evictions: counter("cache_evictions_total", "Entries evicted to stay within max_size."),
+        cache_coalesced: counter(
+            "cache_coalesced_total",
+            "Requests that waited for another request's fill of the same key instead of going upstream.",
+        ),
         tls_client_hellos: counter(
             "tls_client_hellos_total",
             "TLS handshakes begun (ClientHello received), TCP and QUIC.",
         ),
         tls_handshakes: counter(
             "tls_handshakes_total",
-            "TLS handshakes completed on TCP listeners; begun minus completed failed or are in progress.",
+            "TLS handshakes completed (TCP listeners and QUIC); begun minus completed failed or are in progress.",
         ),
     }
 });
@@ -323,6 +353,66 @@ impl ServerMetrics {
         let _ = metrics.upstream_healthy.remove_label_values(&labels);
     }
 }
+
+/// Compression metrics, each by [`crate::compress::Algorithm`] index; registered when the
+/// proxy installs its compression module at startup.
+pub struct CompressionMetrics {
+    pub bytes_in: [IntCounter; 3],
+    pub bytes_out: [IntCounter; 3],
+    /// Wall time around the compressor calls (each is synchronous CPU work, so it is the CPU
+    /// time unless the thread is preempted).
+    pub seconds: [prometheus::Counter; 3],
+    pub compressions: [IntCounter; 3],
+    pub decompressions: [IntCounter; 3],
+    /// `[algorithm][crate::compress::DecodeError index]`.
+    pub decompression_errors: [[IntCounter; 2]; 3],
+}
+
+pub static COMPRESSION: LazyLock<CompressionMetrics> = LazyLock::new(|| {
+    use crate::compress::{Algorithm, DecodeError};
+    let per_algorithm =
+        |vec: IntCounterVec| Algorithm::ALL.map(|a| vec.with_label_values(&[a.as_str()]));
+    let seconds = prometheus::CounterVec::new(
+        Opts::new(
+            "compression_seconds_total",
+            "Time spent in the compressors (wall time around each synchronous call), by algorithm.",
+        )
+        .namespace(NAMESPACE),
+        &["algorithm"],
+    )
+    .expect("static metric definition");
+    register(Box::new(seconds.clone()));
+    let errors = counter_vec(
+        "decompression_errors_total",
+        "Upstream bodies whose decoding stopped (the response was cut): corrupt or truncated data, or over max_ratio / max_decompressed_size.",
+        &["algorithm", "reason"],
+    );
+    CompressionMetrics {
+        bytes_in: per_algorithm(counter_vec(
+            "compression_bytes_in_total",
+            "Body bytes fed to the compressors, by algorithm.",
+            &["algorithm"],
+        )),
+        bytes_out: per_algorithm(counter_vec(
+            "compression_bytes_out_total",
+            "Compressed body bytes produced, by algorithm.",
+            &["algorithm"],
+        )),
+        seconds: Algorithm::ALL.map(|a| seconds.with_label_values(&[a.as_str()])),
+        compressions: per_algorithm(counter_vec(
+            "compressions_total",
+            "Responses compressed (one per response), by algorithm.",
+            &["algorithm"],
+        )),
+        decompressions: per_algorithm(counter_vec(
+            "decompressions_total",
+            "Upstream-compressed responses decoded for clients that do not accept the coding.",
+            &["algorithm"],
+        )),
+        decompression_errors: Algorithm::ALL
+            .map(|a| DecodeError::ALL.map(|e| errors.with_label_values(&[a.as_str(), e.as_str()]))),
+    }
+});
 
 /// The text exposition of every registered metric.
 pub fn render() -> String {

@@ -19,7 +19,9 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub http2: Option<RawHttp2>,
     pub http3: Option<RawHttp3>,
+    pub cache: Option<RawCache>,
     pub access_log: Option<RawAccessLog>,
+    pub compression: Option<RawCompression>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +51,23 @@ pub struct RawListener {
     pub protocols: Option<Vec<String>>,
     #[serde(default)]
     pub certificate: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCache {
+    pub max_size: Option<String>,
+    pub max_object_size: Option<String>,
+    pub lock_timeout: Option<String>,
+    #[serde(default)]
+    pub rule: Vec<RawCacheRule>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCacheRule {
+    pub path: String,
+    pub ttl: String,
+    pub force: Option<bool>,
+    pub cache_set_cookie: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,4 +139,50 @@ pub struct RawRoute {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    pub cache: Option<bool>,
+    pub compress: Option<bool>,
+}
+
+/// `[compression]`. Numbers are `i64` so that a negative or out-of-range value is reported
+/// with the other problems rather than stopping the parse.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCompression {
+    pub enabled: Option<bool>,
+    pub algorithms: Option<Vec<String>>,
+    pub min_length: Option<RawSize>,
+    pub types: Option<Vec<String>>,
+    pub gzip_level: Option<i64>,
+    pub brotli_level: Option<i64>,
+    pub zstd_level: Option<i64>,
+    pub max_decompressed_size: Option<String>,
+    pub max_ratio: Option<i64>,
+}
+
+/// A size written as a number of bytes (`1024`) or as a string with a unit (`"1KiB"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of bytes or a size string such as \"1KiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
 }

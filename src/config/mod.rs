@@ -29,6 +29,20 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     pub http2: Http2Limits,
     pub http3: Http3Limits,
+    pub cache: CacheConfig,
+    pub compression: crate::compress::CompressionConfig,
+}
+
+/// The edge cache (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Total bytes stored, bodies and headers (default 256 MiB).
+    pub max_size: u64,
+    /// Larger responses pass through uncached (default 8 MiB).
+    pub max_object_size: u64,
+    /// Longest wait for another request's fill of the same key (default 5 s).
+    pub lock_timeout: Duration,
+    pub rules: Vec<crate::cache::policy::Rule>,
 }
 
 /// HTTP/2 limits for clients (TLS h2 and h2c).
@@ -192,6 +206,10 @@ pub struct RouteConfig {
     pub host: Option<String>,
     pub path_prefix: String,
     pub upstream: String,
+    /// Responses on this route go through the edge cache (default false).
+    pub cache: bool,
+    /// Responses on this route may be compressed or decoded (default true).
+    pub compress: bool,
 }
 
 /// One problem found in a config file.

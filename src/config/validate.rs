@@ -2,14 +2,16 @@
 //! checks cross-references, and collects every problem with its line and key.
 
 use super::file::{
-    RawAccessLog, RawAdmin, RawCertificate, RawConfig, RawHealthCheck, RawHttp2, RawHttp3,
-    RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
+    RawAccessLog, RawAdmin, RawCache, RawCertificate, RawConfig, RawHealthCheck, RawHttp2,
+    RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
 };
 use super::locate::{KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::ToSocketAddrs;
+
+mod compression;
 
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
@@ -34,6 +36,9 @@ const DEFAULT_STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const DEFAULT_H2_CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 const DEFAULT_H3_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 const DEFAULT_QUIC_IDLE_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_CACHE_MAX_BYTES: u64 = 256 << 20;
+const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 << 20;
+const DEFAULT_CACHE_LOCK_TIMEOUT_SECS: u64 = 5;
 
 /// Collects problems while building the runtime config.
 struct Checker {
@@ -187,6 +192,12 @@ fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
         access_log: build_access_log(checker, raw.access_log.as_ref(), &root.key("access_log")),
         http2: build_http2(checker, &raw.http2.unwrap_or_default(), &root.key("http2")),
         http3: build_http3(checker, &raw.http3.unwrap_or_default(), &root.key("http3")),
+        cache: build_cache(checker, &raw.cache.unwrap_or_default(), &root.key("cache")),
+        compression: compression::build(
+            checker,
+            &raw.compression.unwrap_or_default(),
+            &root.key("compression"),
+        ),
     }
 }
 
@@ -419,6 +430,47 @@ fn window_size(checker: &mut Checker, value: &Option<String>, path: &KeyPath, de
         checker.problem(path, "must be below 4GiB");
         default
     })
+}
+
+fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheConfig {
+    let rules = raw
+        .rule
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let here = path.key("rule").index(index);
+            if !rule.path.starts_with('/') {
+                checker.problem(
+                    &here.key("path"),
+                    "must start with \"/\" (a glob on the request path)",
+                );
+            }
+            crate::cache::policy::Rule {
+                glob: rule.path.clone(),
+                ttl: checker.duration(&Some(rule.ttl.clone()), &here.key("ttl"), Duration::ZERO),
+                force: rule.force.unwrap_or(false),
+                cache_set_cookie: rule.cache_set_cookie.unwrap_or(false),
+            }
+        })
+        .collect();
+    CacheConfig {
+        max_size: checker.size(
+            &raw.max_size,
+            &path.key("max_size"),
+            DEFAULT_CACHE_MAX_BYTES,
+        ),
+        max_object_size: checker.size(
+            &raw.max_object_size,
+            &path.key("max_object_size"),
+            DEFAULT_CACHE_MAX_OBJECT_BYTES,
+        ),
+        lock_timeout: checker.positive_duration(
+            &raw.lock_timeout,
+            &path.key("lock_timeout"),
+            Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECS),
+        ),
+        rules,
+    }
 }
 
 fn build_http2(checker: &mut Checker, raw: &RawHttp2, path: &KeyPath) -> Http2Limits {
@@ -703,6 +755,8 @@ fn build_routes(
             host,
             path_prefix,
             upstream: route.upstream.clone(),
+            cache: route.cache.unwrap_or(false),
+            compress: route.compress.unwrap_or(true),
         });
     }
     routes

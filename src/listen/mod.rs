@@ -288,6 +288,7 @@ pub fn run(config: Config, upgrade: bool) -> ! {
         Parapet::new(Arc::clone(&runtime)),
     ));
     crate::tls::install_crypto_provider();
+    crate::cache::init(&config.cache);
     let resolvers = build_resolvers(&config);
     for listener in &config.listeners {
         let resolver = resolvers.get(&listener.address).cloned();
@@ -387,7 +388,7 @@ fn spawn_drain_watcher(server: &Server) {
         while let Ok(phase) = phases.blocking_recv() {
             match phase {
                 ExecutionPhase::ShutdownGracePeriod => {
-                    while active_requests() > 0 {
+                    while active_requests() > 0 || quic::open_endpoints() > 0 {
                         std::thread::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS));
                     }
                     tracing::info!("all in-flight requests finished; exiting");

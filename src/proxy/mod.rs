@@ -1,6 +1,7 @@
 //! The request pipeline: Parapet's `ProxyHttp` implementation. Each phase, in the order Pingora
 //! calls it, hands off to `route`, `upstream` and `headers`; the logic lives there.
 
+mod caching;
 mod error;
 pub mod headers;
 mod request_id;
@@ -13,6 +14,8 @@ use crate::upstream::{NoServer, Selection, ServerState, Upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::cache::key::{CacheKey, HashBinary};
+use pingora::cache::{CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -49,6 +52,10 @@ impl Drop for ActiveRequest {
 /// Where a matched route sends its requests.
 pub struct RouteTarget {
     pub name: String,
+    /// Responses go through the edge cache.
+    pub cache: bool,
+    /// `None` when the route has `compress = false` or compression is off.
+    pub compression: Option<Arc<crate::compress::CompressionConfig>>,
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
 }
@@ -65,6 +72,7 @@ pub struct Runtime {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// What a request can learn from the port it arrived on.
     pub doors: HashMap<u16, DoorFacts>,
+    pub cache_rules: Vec<crate::cache::policy::Rule>,
 }
 
 /// Facts about the listener on one port.
@@ -118,6 +126,9 @@ impl Runtime {
             let upstream = Arc::clone(upstreams.get(&route.upstream)?);
             let target = RouteTarget {
                 name: route.name.clone(),
+                cache: route.cache,
+                compression: (route.compress && config.compression.enabled)
+                    .then(|| Arc::new(config.compression.clone())),
                 metrics: RouteMetrics::new(&route.name, &route.upstream),
                 upstream,
             };
@@ -132,6 +143,7 @@ impl Runtime {
             router,
             upstreams,
             doors: door_facts(config),
+            cache_rules: config.cache.rules.clone(),
         }
     }
 }
@@ -170,12 +182,17 @@ pub struct Ctx {
     /// Retries spent on pooled connections the server had already closed.
     stale_connection_retries: usize,
     request_body_bytes: u64,
+    cache: caching::CacheCtx,
+    compression: crate::compress::RequestCompression,
 }
 
 /// Retries allowed for pooled connections that turn out closed, on top of `retries`.
 const MAX_STALE_CONNECTION_RETRIES: usize = 2;
 
 const NOT_FOUND_BODY: &[u8] = b"404 Not Found: no route for this host and path\n";
+const PURGE_METHOD: &str = "PURGE";
+const PURGE_NOT_HERE_BODY: &[u8] =
+    b"405 Method Not Allowed: PURGE is accepted on the admin listener only\n";
 
 #[async_trait]
 impl ProxyHttp for Parapet {
@@ -195,6 +212,8 @@ impl ProxyHttp for Parapet {
             current: None,
             stale_connection_retries: 0,
             request_body_bytes: 0,
+            cache: caching::CacheCtx::default(),
+            compression: Default::default(),
         }
     }
 
@@ -213,7 +232,23 @@ impl ProxyHttp for Parapet {
             .router
             .lookup(host.as_deref().unwrap_or(""), req.uri.path());
         match found {
+            Some(target) if req.method.as_str() == PURGE_METHOD => {
+                // Purges come through the admin listener only.
+                let _ = target;
+                error::respond_text(session, 405, PURGE_NOT_HERE_BODY).await?;
+                Ok(true)
+            }
             Some(target) => {
+                let scheme = if arrived_over_tls(session, &ctx.runtime) {
+                    "https"
+                } else {
+                    "http"
+                };
+                let raw_host = headers::request_host(&req.headers, &req.uri);
+                ctx.cache =
+                    caching::CacheCtx::for_request(req, target.cache, scheme, raw_host.as_deref());
+                ctx.compression =
+                    crate::compress::RequestCompression::new(target.compression.as_ref(), req);
                 ctx.target = Some(Arc::clone(target));
                 Ok(false)
             }
@@ -222,6 +257,63 @@ impl ProxyHttp for Parapet {
                 Ok(true)
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        caching::enable(session, &ctx.cache);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        caching::cache_key(&ctx.cache)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(caching::hit_filter(meta, &ctx.cache))
+    }
+
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        caching::may_forward(session, &ctx.cache).await
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let rules = Arc::clone(&ctx.runtime);
+        Ok(caching::response_cacheable(
+            session,
+            response,
+            &mut ctx.cache,
+            &rules.cache_rules,
+        ))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        caching::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        caching::serve_stale(&ctx.cache, error)
     }
 
     async fn request_body_filter(
@@ -316,6 +408,22 @@ impl ProxyHttp for Parapet {
         Ok(())
     }
 
+    fn init_upstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules.add_module(crate::compress::upstream_module());
+    }
+
+    /// Runs before the upstream modules (compression) see the response header.
+    async fn adjust_upstream_modules(
+        &self,
+        session: &mut Session,
+        _upstream_response: &ResponseHeader,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.compression.arm(session);
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -335,6 +443,7 @@ impl ProxyHttp for Parapet {
                     .observe(elapsed.as_secs_f64());
             }
         }
+        caching::note_upstream_response(upstream_response, &mut ctx.cache);
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         for name in headers::hop_by_hop_names(&upstream_response.headers, switching) {
             upstream_response.remove_header(&name);
@@ -421,6 +530,13 @@ impl ProxyHttp for Parapet {
         if !ctx.request_id.is_empty() {
             upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         }
+        caching::annotate(session, upstream_response, &ctx.cache)?;
+        // Before the client can see the answer, so its next GET cannot race the invalidation.
+        caching::invalidate_after(
+            session.req_header(),
+            upstream_response.status.as_u16(),
+            &ctx.cache,
+        );
         if protocol_of(session) != Protocol::H3 {
             if let Some(alt_svc) = door_of(session, &ctx.runtime).and_then(|d| d.alt_svc.clone()) {
                 upstream_response.insert_header(http::header::ALT_SVC, alt_svc)?;
@@ -438,6 +554,7 @@ impl ProxyHttp for Parapet {
     ) -> Result<Option<Duration>> {
         let sent = body.as_ref().map_or(0, |b| b.len() as u64);
         ctx.response_body_bytes += sent;
+        caching::count_body(session, sent as usize);
         METRICS.downstream_bytes_out[protocol_of(session) as usize].inc_by(sent);
         Ok(None)
     }

@@ -181,7 +181,7 @@ async fn reload_and_purge_refuse_a_missing_or_wrong_token_and_never_log_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_with_the_right_token_answers_the_new_hash_and_purge_is_not_implemented() {
+async fn reload_with_the_right_token_answers_the_new_hash_and_a_bare_purge_asks_what_to_purge() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = write_token(dir.path());
     let backend = Backend::start("app").await;
@@ -195,8 +195,10 @@ async fn reload_with_the_right_token_answers_the_new_hash_and_purge_is_not_imple
     assert_eq!(value["reloaded"], true, "{body}");
     assert_eq!(value["config_hash"], config_hash(&text), "{body}");
 
+    // Authorized, but without url=, prefix= or glob= there is nothing to purge.
     let (status, body) = proxy.admin_post("/purge", Some(TOKEN)).await;
-    assert_eq!(status, 501, "POST /purge with the token: {body}");
+    assert_eq!(status, 400, "POST /purge with the token: {body}");
+    assert!(body.contains("url="), "{body}");
 
     // The token file is read on each request: a rotated token works at once, the old one not.
     let rotated = "rotated-token-4c8d2a";

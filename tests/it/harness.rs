@@ -37,7 +37,7 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 }
 
 /// A listener on 127.0.0.1 with an OS-chosen port never handed out before in this process.
-fn fresh_std_listener() -> std::net::TcpListener {
+pub fn fresh_std_listener() -> std::net::TcpListener {
     // Listeners whose port was taken already are kept open until a fresh one is found, so the
     // OS cannot offer the same port again in the meantime.
     let mut rejected = Vec::new();
@@ -1256,4 +1256,444 @@ pub fn config_hash(text: &str) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted origin (the cache tests)
+
+pub use scripted::{http_date, Origin, Script};
+
+mod scripted {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+
+    /// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form of `Date`, `Expires`
+    /// and `Last-Modified`.
+    pub fn http_date(t: SystemTime) -> String {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .expect("time after 1970")
+            .as_secs() as i64;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let weekday =
+            ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+            MONTHS[(month - 1) as usize],
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+
+    /// Seconds since 1970 of an IMF-fixdate; `None` for anything else.
+    pub fn parse_http_date(text: &str) -> Option<i64> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        let day: i64 = day.parse().ok()?;
+        let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+        let year: i64 = year.parse().ok()?;
+        let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
+        let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+        // Days since 1970-01-01 from a civil date (H. Hinnant's algorithm).
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(days * 86_400 + h * 3600 + m * 60 + s)
+    }
+
+    /// How the body of a scripted response is made.
+    #[derive(Clone, Debug)]
+    enum ScriptBody {
+        Fixed(Vec<u8>),
+        /// `PREFIX` followed by the number of requests the path has received, this one included.
+        Counted(String),
+    }
+
+    /// The answer an [`Origin`] gives on one path.
+    #[derive(Clone, Debug)]
+    pub struct Script {
+        status: u16,
+        headers: Vec<Header>,
+        body: ScriptBody,
+        delay: Duration,
+        conditional: bool,
+        chunked: bool,
+        until_close: bool,
+    }
+
+    impl Script {
+        /// 200, `Content-Type: text/plain`, a fixed body, no cache headers. Every response
+        /// carries `Date: now` unless a `Date` header is scripted.
+        pub fn fixed(body: impl Into<Vec<u8>>) -> Script {
+            Script {
+                status: 200,
+                headers: vec![("Content-Type".to_string(), "text/plain".to_string())],
+                body: ScriptBody::Fixed(body.into()),
+                delay: Duration::ZERO,
+                conditional: false,
+                chunked: false,
+                until_close: false,
+            }
+        }
+
+        /// Like [`Script::fixed`], the body being `PREFIX` and the path's request count
+        /// (`v1`, `v2`, ...), so a stored body can be told from a fresh one.
+        pub fn counted(prefix: &str) -> Script {
+            Script {
+                body: ScriptBody::Counted(prefix.to_string()),
+                ..Script::fixed("")
+            }
+        }
+
+        pub fn status(mut self, status: u16) -> Script {
+            self.status = status;
+            self
+        }
+
+        /// Adds a response header line.
+        pub fn header(mut self, name: &str, value: &str) -> Script {
+            self.headers.push((name.to_string(), value.to_string()));
+            self
+        }
+
+        /// Replaces the `Content-Type` (`text/plain` unless set).
+        pub fn content_type(mut self, value: &str) -> Script {
+            self.headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+            self.header("Content-Type", value)
+        }
+
+        pub fn cache_control(self, value: &str) -> Script {
+            self.header("Cache-Control", value)
+        }
+
+        /// Sleeps this long (after counting the request) before answering.
+        pub fn delay(mut self, delay: Duration) -> Script {
+            self.delay = delay;
+            self
+        }
+
+        /// Answers 304 (with the scripted headers, no body) when `If-None-Match` matches the
+        /// scripted `ETag` (weak comparison), or, without `If-None-Match`, when
+        /// `If-Modified-Since` is not earlier than the scripted `Last-Modified`.
+        pub fn conditional(mut self) -> Script {
+            self.conditional = true;
+            self
+        }
+
+        /// Sends the body with `Transfer-Encoding: chunked` instead of `Content-Length`.
+        pub fn chunked(mut self) -> Script {
+            self.chunked = true;
+            self
+        }
+
+        /// Sends the body with neither `Content-Length` nor chunking, delimited by closing the
+        /// connection (an unknown length).
+        pub fn until_close(mut self) -> Script {
+            self.until_close = true;
+            self
+        }
+
+        fn has_header(&self, name: &str) -> bool {
+            find_header(&self.headers, name).is_some()
+        }
+
+        /// Whether `request` is a conditional request this script answers with 304.
+        fn not_modified(&self, request: &Received) -> bool {
+            if !self.conditional {
+                return false;
+            }
+            if let Some(inm) = request.header("if-none-match") {
+                let Some(etag) = find_header(&self.headers, "etag") else {
+                    return false;
+                };
+                let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
+                return inm
+                    .split(',')
+                    .any(|t| t.trim() == "*" || opaque(t) == opaque(etag));
+            }
+            match (
+                request
+                    .header("if-modified-since")
+                    .and_then(parse_http_date),
+                find_header(&self.headers, "last-modified").and_then(parse_http_date),
+            ) {
+                (Some(since), Some(modified)) => modified <= since,
+                _ => false,
+            }
+        }
+    }
+
+    struct OriginState {
+        scripts: Mutex<HashMap<String, Script>>,
+        counts: Mutex<HashMap<String, usize>>,
+        received: Mutex<Vec<Received>>,
+        connections: Mutex<Vec<JoinHandle<()>>>,
+    }
+
+    /// A real HTTP/1.1 keep-alive server on 127.0.0.1 that answers each path (the target without
+    /// its query) as scripted with [`Origin::script`] (404 for a path without a script), counts
+    /// the requests per path (every method) and records them.
+    pub struct Origin {
+        state: Arc<OriginState>,
+        addr: SocketAddr,
+        acceptor: Mutex<Option<JoinHandle<()>>>,
+    }
+
+    fn path_of(target: &str) -> &str {
+        target.split('?').next().unwrap_or(target)
+    }
+
+    impl Origin {
+        pub async fn start() -> Origin {
+            let listener = fresh_std_listener();
+            listener.set_nonblocking(true).expect("set_nonblocking");
+            let addr = listener.local_addr().expect("local_addr");
+            let listener = TcpListener::from_std(listener).expect("tokio listener");
+            let state = Arc::new(OriginState {
+                scripts: Mutex::new(HashMap::new()),
+                counts: Mutex::new(HashMap::new()),
+                received: Mutex::new(Vec::new()),
+                connections: Mutex::new(Vec::new()),
+            });
+            let acceptor = tokio::spawn(origin_accept_loop(listener, state.clone()));
+            Origin {
+                state,
+                addr,
+                acceptor: Mutex::new(Some(acceptor)),
+            }
+        }
+
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        /// Sets (or replaces, at any time) the answer on `path`.
+        pub fn script(&self, path: &str, script: Script) {
+            self.state
+                .scripts
+                .lock()
+                .expect("scripts")
+                .insert(path.to_string(), script);
+        }
+
+        /// Requests received on `path` (query ignored) so far, every method.
+        pub fn requests(&self, path: &str) -> usize {
+            let counts = self.state.counts.lock().expect("counts");
+            counts.get(path).copied().unwrap_or(0)
+        }
+
+        /// Requests received on every path so far.
+        pub fn total_requests(&self) -> usize {
+            self.state.counts.lock().expect("counts").values().sum()
+        }
+
+        /// The requests received on `path` (query ignored), in arrival order.
+        pub fn received(&self, path: &str) -> Vec<Received> {
+            let received = self.state.received.lock().expect("received");
+            received
+                .iter()
+                .filter(|r| path_of(&r.target) == path)
+                .cloned()
+                .collect()
+        }
+
+        /// The last request received on `path`; panics when there was none.
+        pub fn last_received(&self, path: &str) -> Received {
+            self.received(path)
+                .pop()
+                .unwrap_or_else(|| panic!("the origin received no request on {path}"))
+        }
+
+        /// Waits (at most 10 s) until `path` has received at least `count` requests.
+        pub async fn wait_requests(&self, path: &str, count: usize) -> bool {
+            eventually(|| self.requests(path) >= count).await
+        }
+
+        /// Closes the listener and every open connection: connects are refused from now on.
+        pub async fn stop(&self) {
+            let acceptor = self.acceptor.lock().expect("acceptor").take();
+            if let Some(acceptor) = acceptor {
+                acceptor.abort();
+                let _ = acceptor.await;
+            }
+            let connections =
+                std::mem::take(&mut *self.state.connections.lock().expect("connections"));
+            for connection in connections {
+                connection.abort();
+                let _ = connection.await;
+            }
+        }
+    }
+
+    impl Drop for Origin {
+        fn drop(&mut self) {
+            if let Some(acceptor) = self.acceptor.lock().map(|mut a| a.take()).ok().flatten() {
+                acceptor.abort();
+            }
+            if let Ok(mut connections) = self.state.connections.lock() {
+                for connection in connections.drain(..) {
+                    connection.abort();
+                }
+            }
+        }
+    }
+
+    async fn origin_accept_loop(listener: TcpListener, state: Arc<OriginState>) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(POLL_STEP).await;
+                    continue;
+                }
+            };
+            let connection = tokio::spawn(origin_connection(stream, state.clone()));
+            let mut connections = state.connections.lock().expect("connections");
+            connections.retain(|c| !c.is_finished());
+            connections.push(connection);
+        }
+    }
+
+    /// Header names a 304 leaves out: they describe the body it does not carry.
+    const BODY_HEADERS: [&str; 4] = [
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+    ];
+
+    async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
+        let _ = stream.set_nodelay(true);
+        let mut stream = BufReader::new(stream);
+        while let Some(request) = read_request(&mut stream, None).await {
+            let mut close = connection_tokens(&request.headers)
+                .iter()
+                .any(|t| t == "close")
+                || request.version == "HTTP/1.0";
+            let path = path_of(&request.target).to_string();
+            let count = {
+                let mut counts = state.counts.lock().expect("counts");
+                let count = counts.entry(path.clone()).or_insert(0);
+                *count += 1;
+                *count
+            };
+            state
+                .received
+                .lock()
+                .expect("received")
+                .push(request.clone());
+            let script = state.scripts.lock().expect("scripts").get(&path).cloned();
+            let script = script
+                .unwrap_or_else(|| Script::fixed(format!("no script for {path}\n")).status(404));
+            if !script.delay.is_zero() {
+                tokio::time::sleep(script.delay).await;
+            }
+            let not_modified = script.not_modified(&request);
+            let status = if not_modified { 304 } else { script.status };
+            let mut head = format!("HTTP/1.1 {status} Scripted\r\n");
+            for (name, value) in &script.headers {
+                if !(not_modified && BODY_HEADERS.contains(&name.to_ascii_lowercase().as_str())) {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+            }
+            if !script.has_header("date") {
+                head.push_str(&format!("Date: {}\r\n", http_date(SystemTime::now())));
+            }
+            let body = match &script.body {
+                ScriptBody::Fixed(body) => body.clone(),
+                ScriptBody::Counted(prefix) => format!("{prefix}{count}").into_bytes(),
+            };
+            let bodiless = not_modified || status == 204 || (100..200).contains(&status);
+            let mut out = Vec::new();
+            if !bodiless {
+                if script.until_close {
+                    close = true;
+                } else if script.chunked {
+                    head.push_str("Transfer-Encoding: chunked\r\n");
+                } else {
+                    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                }
+            }
+            if close {
+                head.push_str("Connection: close\r\n");
+            }
+            head.push_str("\r\n");
+            out.extend_from_slice(head.as_bytes());
+            if !bodiless && request.method != "HEAD" {
+                if script.chunked && !script.until_close {
+                    for chunk in body.chunks(16 * 1024) {
+                        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        out.extend_from_slice(chunk);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    out.extend_from_slice(&body);
+                }
+            }
+            if stream.get_mut().write_all(&out).await.is_err() {
+                return;
+            }
+            if close {
+                let _ = stream.get_mut().shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Reads one final response to a HEAD request: status line and headers, no body.
+    pub async fn read_head_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<RawResponse> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+            let headers = read_header_lines(r).await?;
+            if (100..200).contains(&status) && status != 101 {
+                continue;
+            }
+            return Ok(RawResponse {
+                status,
+                headers,
+                body: Vec::new(),
+            });
+        }
+    }
+
+    impl RawConnection {
+        /// Reads the response to a HEAD request (no body follows the headers).
+        pub async fn head_response(&mut self) -> RawResponse {
+            within("HEAD response", read_head_response(&mut self.stream))
+                .await
+                .expect("read HEAD response")
+        }
+    }
 }

@@ -1,0 +1,133 @@
+//! Cache keys: scheme, host, port, path and query, so that two hosts or two schemes never
+//! share an entry (leaving the host out is how CVE-2026-2836 poisoned caches), plus the
+//! variance for `Vary`, computed from normalized request header values.
+
+use pingora::cache::key::{CacheKey, HashBinary};
+use pingora::cache::VarianceBuilder;
+
+/// The URL text a response is stored under: `scheme://host:port/path?query`, host
+/// lower-cased, port always explicit.
+pub fn url(scheme: &str, host: &str, path_and_query: &str) -> String {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let has_port = if host.starts_with('[') {
+        host.contains("]:")
+    } else {
+        host.contains(':')
+    };
+    let authority = if has_port {
+        host
+    } else {
+        format!("{host}:{default_port}")
+    };
+    format!("{scheme}://{authority}{path_and_query}")
+}
+
+/// The pingora-cache key for a URL; the URL is the primary key, so purges can find it.
+pub fn cache_key(url: &str) -> CacheKey {
+    CacheKey::new(url.to_string(), "")
+}
+
+/// Normalizes a request header's values for `Vary` matching (RFC 9111 §4.1): several lines
+/// joined, whitespace around list items removed, case folded (content negotiation values
+/// are case-insensitive).
+pub fn normalize_vary_value<'a>(values: impl Iterator<Item = &'a [u8]>) -> String {
+    let joined: Vec<String> = values
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| {
+            item.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_ascii_lowercase()
+        })
+        .filter(|item| !item.is_empty())
+        .collect();
+    joined.join(",")
+}
+
+/// The variance of a request for the header names a stored response varies on; `None` when
+/// the response does not vary. `overrides` supplies values computed elsewhere (the
+/// negotiated content coding stands in for Accept-Encoding).
+pub fn variance(
+    vary_names: &[String],
+    request: &http::HeaderMap,
+    overrides: &[(&str, &str)],
+) -> Option<HashBinary> {
+    if vary_names.is_empty() {
+        return None;
+    }
+    let mut builder = VarianceBuilder::new();
+    for name in vary_names {
+        let value = match overrides.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, value)) => value.to_string(),
+            None => {
+                normalize_vary_value(request.get_all(name.as_str()).iter().map(|v| v.as_bytes()))
+            }
+        };
+        builder.add_owned_value(name.as_str(), value.into_bytes());
+    }
+    builder.finalize()
+}
+
+/// The header names in a response's `Vary`, lower-cased, sorted, without duplicates.
+pub fn vary_names(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_scheme_host_and_an_explicit_port() {
+        assert_eq!(
+            url("http", "Example.COM", "/a?b=1"),
+            "http://example.com:80/a?b=1"
+        );
+        assert_eq!(url("https", "example.com", "/"), "https://example.com:443/");
+        assert_eq!(
+            url("http", "example.com:8080", "/"),
+            "http://example.com:8080/"
+        );
+        assert_eq!(url("http", "[::1]", "/"), "http://[::1]:80/");
+        assert_ne!(url("http", "a.test", "/x"), url("http", "b.test", "/x"));
+    }
+
+    #[test]
+    fn vary_values_are_normalized() {
+        let a = normalize_vary_value([b"en-US,fr".as_slice()].into_iter());
+        let b = normalize_vary_value([b"en-us,  fr".as_slice()].into_iter());
+        let c = normalize_vary_value([b"en-us".as_slice(), b"fr".as_slice()].into_iter());
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_ne!(
+            a,
+            normalize_vary_value([b"fr, en-us".as_slice()].into_iter())
+        );
+    }
+
+    #[test]
+    fn variance_differs_by_value_and_ignores_unlisted_headers() {
+        let names = vec!["accept-language".to_string()];
+        let mut en = http::HeaderMap::new();
+        en.insert("accept-language", "en".parse().unwrap());
+        let mut fr = en.clone();
+        fr.insert("accept-language", "fr".parse().unwrap());
+        let mut en_other = en.clone();
+        en_other.insert("user-agent", "x".parse().unwrap());
+        assert_ne!(variance(&names, &en, &[]), variance(&names, &fr, &[]));
+        assert_eq!(variance(&names, &en, &[]), variance(&names, &en_other, &[]));
+        assert_eq!(variance(&[], &en, &[]), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`), keyed by
+//! scheme, host, port and path (`key`), stored in moka (`store`), with misses for one key
+//! coalesced by pingora's cache lock. `status` renders RFC 9211 `Cache-Status`.
+//!
+//! The store and the lock live for the whole process (pingora-cache wants `&'static`);
+//! rules and routes come from the runtime config and change on reload. `max_size` and
+//! `max_object_size` are read once at start.
+
+pub mod key;
+pub mod policy;
+pub mod status;
+pub mod store;
+
+use crate::config::CacheConfig;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use std::sync::OnceLock;
+use store::MokaStorage;
+
+/// The process-wide cache parts.
+pub struct EdgeCache {
+    pub storage: &'static MokaStorage,
+    pub lock: &'static CacheKeyLockImpl,
+    pub max_object_size: usize,
+    pub lock_timeout: std::time::Duration,
+}
+
+static EDGE_CACHE: OnceLock<EdgeCache> = OnceLock::new();
+
+/// Creates the store and the lock from the config read at start (later calls keep the first).
+pub fn init(config: &CacheConfig) -> &'static EdgeCache {
+    EDGE_CACHE.get_or_init(|| {
+        let max_object_size = usize::try_from(config.max_object_size).unwrap_or(usize::MAX);
+        let storage: &'static MokaStorage =
+            Box::leak(Box::new(MokaStorage::new(config.max_size, max_object_size)));
+        let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
+        EdgeCache {
+            storage,
+            lock,
+            max_object_size,
+            lock_timeout: config.lock_timeout,
+        }
+    })
+}
+
+/// The cache, once `init` ran.
+pub fn get() -> Option<&'static EdgeCache> {
+    EDGE_CACHE.get()
+}
+
+/// Refreshes the size gauges (on scrape).
+pub fn refresh_gauges() {
+    if let Some(edge) = get() {
+        let (bytes, entries) = edge.storage.usage();
+        crate::metrics::METRICS
+            .cache_stored_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        crate::metrics::METRICS
+            .cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}
+
+/// The stored-URL form of an absolute URL (`http://Host/path` → `http://host:80/path`).
+pub fn normalize_url(text: &str) -> Option<String> {
+    let uri: http::Uri = text.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str();
+    Some(key::url(
+        scheme,
+        authority,
+        uri.path_and_query().map_or("/", |p| p.as_str()),
+    ))
+}
+
+/// Purges stored URLs: `exact` (every variant of one URL), a `prefix`, or a `glob` (`*`, `?`).
+pub fn purge(exact: Option<&str>, prefix: Option<&str>, glob: Option<&str>) -> usize {
+    let Some(cache) = get() else { return 0 };
+    cache.storage.purge_where(|url| {
+        exact.is_some_and(|e| url == e)
+            || prefix.is_some_and(|p| url.starts_with(p))
+            || glob.is_some_and(|g| policy::glob_matches(g, url))
+    })
+}
