@@ -45,10 +45,11 @@ pub fn upstream_module() -> ModuleBuilder {
 
 /// Default `min_length`: smaller bodies gain too little to pay for the CPU and headers.
 pub const DEFAULT_MIN_LENGTH_BYTES: u64 = 1024;
-/// Default levels, measured on a 100 KiB JSON body in 64 KiB flushed pieces (see the report
-/// in `benches/`): gzip 2 (zlib-ng's level 1 is a static-Huffman mode 35% larger), brotli 3
-/// (same CPU as 1 and 2, smaller, and robust to per-piece flushes), zstd 1 (level 3 gains
-/// under 1% for 1.5× the CPU).
+/// Default levels, measured on a 100 KiB JSON body flushed in 64 KiB pieces (size, encoder
+/// time on one core): gzip 2 (26.5%, 0.32 ms; zlib-ng's level 1 is a static-Huffman mode at
+/// 35.9%), brotli 3 (23.9%, 0.77 ms: the CPU of levels 1 and 2, smaller, and robust to small
+/// flushed pieces), zstd 1 (23.9%, 0.16 ms; level 3 gains 0.7% for 1.5x the CPU). Proxy CPU
+/// per request, against nginx: `benches/compression_cpu.py`.
 pub const DEFAULT_LEVELS: Levels = Levels {
     gzip: 2,
     brotli: 3,
@@ -150,8 +151,15 @@ impl RequestCompression {
     pub fn new(config: Option<&Arc<CompressionConfig>>, req: &RequestHeader) -> Self {
         let plan = config.filter(|c| c.enabled).map(|config| {
             let accept = AcceptEncoding::from_headers(&req.headers);
+            // A client asking for no transformation gets the origin's body: an identity body
+            // stays identity (an origin coding it does not accept is still decoded).
+            let preferred = if policy::request_forbids_transform(&req.headers) {
+                Encoding::Identity
+            } else {
+                accept.preferred(&config.algorithms)
+            };
             Plan {
-                preferred: accept.preferred(&config.algorithms),
+                preferred,
                 accept,
                 head: req.method == http::Method::HEAD,
                 config: Arc::clone(config),
@@ -226,6 +234,17 @@ mod tests {
         assert_eq!(variance(None), Some([0, 0]));
         // Same negotiated coding, different passthrough answers: different variants.
         assert_ne!(variance(Some("br")), variance(Some("br, gzip")));
+    }
+
+    #[test]
+    fn a_request_with_no_transform_is_not_compressed() {
+        let config = Arc::new(CompressionConfig::default());
+        let mut req = request("GET", Some("br"));
+        req.insert_header("cache-control", "max-age=0, no-transform")
+            .expect("header");
+        let plan = RequestCompression::new(Some(&config), &req);
+        assert_eq!(plan.encoding(), Some(Encoding::Identity));
+        assert_eq!(plan.variance(), Some([0, 0b001]));
     }
 
     #[test]

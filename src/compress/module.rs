@@ -1,7 +1,9 @@
 //! The upstream module that runs one response's encoder or decoder (lifecycle in the parent
 //! module's doc). A Pingora module rather than `upstream_response_body_filter`, because only a
 //! module sees the trailers and end-of-response tasks, where an HTTP/2 upstream that ends its
-//! body with trailers leaves the encoder's tail to be written.
+//! body with trailers leaves the encoder's tail to be written. Pingora then sends that tail as
+//! the last body piece in place of the trailers, so a compressed response loses its trailers
+//! (gRPC, their usual user, is not a compressed type).
 
 use super::decoder::Decoder;
 use super::encoder::Encoder;

@@ -153,8 +153,8 @@ pub fn decide(
 
 /// Rewrites the header for `action`: `Vary: Accept-Encoding` once, strong ETags weakened (the
 /// bytes are no longer the origin's), `Content-Length` and `Accept-Ranges` dropped (the length
-/// is unknown while streaming; ranges of the origin's bytes no longer apply), and
-/// `Content-Encoding` set or removed.
+/// is unknown while streaming; ranges of the origin's bytes no longer apply), digests dropped,
+/// and `Content-Encoding` set or removed.
 pub fn apply(action: Action, resp: &mut ResponseHeader) -> pingora::Result<()> {
     match action {
         Action::Untouched => return Ok(()),
@@ -168,9 +168,56 @@ pub fn apply(action: Action, resp: &mut ResponseHeader) -> pingora::Result<()> {
     }
     add_vary_accept_encoding(resp)?;
     weaken_etag(resp)?;
-    resp.remove_header(&CONTENT_LENGTH);
-    resp.remove_header(&ACCEPT_RANGES);
+    for name in [CONTENT_LENGTH, ACCEPT_RANGES] {
+        resp.remove_header(&name);
+    }
+    // Digests of the content or representation (RFC 9530, RFC 1864) no longer match it.
+    for name in DIGEST_HEADERS {
+        resp.remove_header(name);
+    }
     Ok(())
+}
+
+/// Repairs a stored response after the cache merged a revalidation's 304 into it (RFC 9111
+/// §4.3.4 copies the 304's fields over the stored ones): the stored body is still in the stored
+/// coding, so `Content-Encoding` is put back as stored; an ETag Parapet weakened (`W/"x"`
+/// stored, `"x"` from the origin) stays weak; digests the stored variant did not carry are
+/// dropped. A response Parapet never transformed comes out unchanged.
+pub fn after_not_modified_merge(
+    stored: &ResponseHeader,
+    merged: &mut ResponseHeader,
+) -> pingora::Result<()> {
+    match stored.headers.get(CONTENT_ENCODING).cloned() {
+        Some(coding) => merged.insert_header(CONTENT_ENCODING, coding)?,
+        None => {
+            merged.remove_header(&CONTENT_ENCODING);
+        }
+    }
+    let weakened = match (stored.headers.get(ETAG), merged.headers.get(ETAG)) {
+        (Some(kept), Some(fresh)) => {
+            let fresh = fresh.as_bytes();
+            !fresh.starts_with(b"W/") && kept.as_bytes().strip_prefix(b"W/") == Some(fresh)
+        }
+        _ => false,
+    };
+    if weakened {
+        weaken_etag(merged)?;
+    }
+    for name in DIGEST_HEADERS {
+        if !stored.headers.contains_key(name) {
+            merged.remove_header(name);
+        }
+    }
+    Ok(())
+}
+
+/// Fields holding a digest of the bytes a coding change alters.
+const DIGEST_HEADERS: [&str; 4] = ["content-digest", "repr-digest", "digest", "content-md5"];
+
+/// True when the request asks intermediaries not to transform the content
+/// (`Cache-Control: no-transform`, RFC 9111 §5.2.1.6).
+pub fn request_forbids_transform(headers: &HeaderMap) -> bool {
+    has_no_transform(headers)
 }
 
 /// The origin's content coding.
@@ -439,6 +486,7 @@ mod tests {
                 ("content-length", "5000"),
                 ("etag", "\"abc\""),
                 ("accept-ranges", "bytes"),
+                ("content-digest", "sha-256=:abc=:"),
             ],
         );
         let (accept, preferred) = chrome();
@@ -449,6 +497,7 @@ mod tests {
         assert_eq!(values(&resp, "vary"), ["Accept-Encoding"]);
         assert!(values(&resp, "content-length").is_empty());
         assert!(values(&resp, "accept-ranges").is_empty());
+        assert!(values(&resp, "content-digest").is_empty());
     }
 
     #[test]
@@ -485,6 +534,39 @@ mod tests {
             apply(Action::VaryOnly, &mut resp).expect("apply twice");
             assert_eq!(values(&resp, "vary"), *after, "from {before:?}");
         }
+    }
+
+    #[test]
+    fn a_merged_304_keeps_the_stored_coding_and_weak_etag() {
+        let stored = response(
+            200,
+            &[
+                ("content-type", "text/html"),
+                ("content-encoding", "br"),
+                ("etag", "W/\"v2\""),
+                ("vary", "Accept-Encoding"),
+            ],
+        );
+        let mut merged = stored.clone();
+        for (name, value) in [
+            ("etag", "\"v2\""),
+            ("content-encoding", "gzip"),
+            ("content-digest", "sha-256=:x=:"),
+        ] {
+            merged.insert_header(name, value).expect("header");
+        }
+        after_not_modified_merge(&stored, &mut merged).expect("repair");
+        assert_eq!(values(&merged, "content-encoding"), ["br"]);
+        assert_eq!(values(&merged, "etag"), ["W/\"v2\""]);
+        assert!(values(&merged, "content-digest").is_empty());
+
+        // Never transformed: the origin's new strong validator stands.
+        let plain = response(200, &[("content-type", "text/html"), ("etag", "\"v1\"")]);
+        let mut merged = plain.clone();
+        merged.insert_header("etag", "\"v2\"").expect("header");
+        after_not_modified_merge(&plain, &mut merged).expect("repair");
+        assert_eq!(values(&merged, "etag"), ["\"v2\""]);
+        assert!(values(&merged, "content-encoding").is_empty());
     }
 
     #[test]

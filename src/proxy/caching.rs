@@ -139,6 +139,10 @@ fn merge_not_modified(stored: &ResponseHeader, not_modified: &http::HeaderMap) -
             let _ = merged.append_header(name.clone(), value.clone());
         }
     }
+    // A stored compressed variant keeps its Content-Encoding and weakened ETag.
+    if let Err(e) = crate::compress::policy::after_not_modified_merge(stored, &mut merged) {
+        tracing::debug!(error = %e, "could not keep the stored variant's encoding headers");
+    }
     merged
 }
 
@@ -197,9 +201,22 @@ fn declared_length(response: &ResponseHeader) -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The variance of this request for a stored response's `Vary`.
-pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
-    key::variance(&key::vary_names(meta.headers()), &req.headers, &[])
+/// The variance of this request for a stored response's `Vary`. On a compressing route the
+/// compression decision (coding chosen, codings accepted) stands in for the raw
+/// Accept-Encoding, so thousands of spellings make one variant per outcome.
+pub fn variance(
+    meta: &CacheMeta,
+    req: &RequestHeader,
+    compression: Option<[u8; 2]>,
+) -> Option<HashBinary> {
+    let decided =
+        compression.map(|[coding, accepted]| format!("coding={coding};accepted={accepted}"));
+    let overrides: Vec<(&str, &str)> = decided
+        .as_deref()
+        .map(|d| ("accept-encoding", d))
+        .into_iter()
+        .collect();
+    key::variance(&key::vary_names(meta.headers()), &req.headers, &overrides)
 }
 
 /// Whether a stale response may be served: during stale-while-revalidate (`error` None)

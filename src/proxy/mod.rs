@@ -301,10 +301,10 @@ impl ProxyHttp for Parapet {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        caching::variance(meta, req)
+        caching::variance(meta, req, ctx.compression.variance())
     }
 
     fn should_serve_stale(

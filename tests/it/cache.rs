@@ -2060,3 +2060,62 @@ async fn cache_metrics_count_hits_misses_stored_entries_and_hit_bytes() {
         "evictions:\n{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// With compression (issue: compressed once per encoding, stored per encoding)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_encoding_is_fetched_and_compressed_once_then_every_hit_is_served_stored() {
+    let origin = Origin::start().await;
+    let body = format!(
+        "[{}]",
+        vec!["{\"id\":1,\"name\":\"parapet\"}"; 2000].join(",")
+    );
+    origin.script(
+        "/api/list",
+        Script::fixed(body.clone())
+            .cache_control("max-age=60")
+            .content_type("application/json"),
+    );
+    let edge = Edge::start(&origin).await;
+    let codings = ["br", "zstd", "gzip"];
+    const HITS_PER_CODING: usize = 5;
+    for coding in codings {
+        for n in 0..=HITS_PER_CODING {
+            // Different spellings of the same preference share the variant.
+            let accept = if n % 2 == 0 {
+                coding.to_string()
+            } else {
+                format!("{coding};q=1.0")
+            };
+            let response = edge
+                .get_with("/api/list", &[("Accept-Encoding", accept.as_str())])
+                .await;
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                response.header("content-encoding"),
+                Some(coding),
+                "{}",
+                show(&response)
+            );
+            if n > 0 {
+                let status = CacheStatus::of(&response);
+                assert!(status.is_hit(), "{coding} #{n}: {status}");
+            }
+        }
+    }
+    assert_eq!(
+        origin.requests("/api/list"),
+        codings.len(),
+        "one origin fetch per encoding"
+    );
+    let metrics = edge.proxy.metrics().await;
+    for coding in codings {
+        assert_eq!(
+            metrics.value("parapet_compressions_total", &[("algorithm", coding)]),
+            1.0,
+            "{coding} compressed more than once:\n{}",
+            metrics.text
+        );
+    }
+}
