@@ -45,23 +45,33 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Names of the hop-by-hop headers present: the fixed list plus those the `Connection` header
 /// names. `keep_upgrade` spares `Connection`/`Upgrade` for a protocol switch.
+///
+/// Runs on every request and response, so it allocates nothing when there is nothing to drop.
 pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    names.extend([
+    let mut names = Vec::new();
+    let fixed = [
         HeaderName::from_static(KEEP_ALIVE),
         HeaderName::from_static(PROXY_CONNECTION),
         TE,
         TRAILER,
-    ]);
-    if !keep_upgrade {
-        names.extend([CONNECTION, UPGRADE]);
+    ];
+    let connection = [CONNECTION, UPGRADE];
+    let always: &[HeaderName] = if keep_upgrade { &[] } else { &connection };
+    for name in fixed.iter().chain(always) {
+        if headers.contains_key(name) {
+            names.push(name.clone());
+        }
     }
-    names.retain(|name| headers.contains_key(name));
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
+    for token in connection_tokens(headers) {
+        if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if headers.contains_key(&name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
     names
 }
 
