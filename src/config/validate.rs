@@ -766,7 +766,8 @@ fn build_routes(
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// The smallest valid config; other validation tests extend it.
+    pub(super) const GOOD: &str = r#"
 [[listener]]
 address = "127.0.0.1:8080"
 

@@ -141,20 +141,9 @@ fn level(
 #[cfg(test)]
 mod tests {
     use super::super::parse_and_validate;
+    use super::super::tests::GOOD as BASE;
     use crate::config::Problem;
     use std::path::Path;
-
-    const BASE: &str = r#"
-[[listener]]
-address = "127.0.0.1:8080"
-
-[upstream.api]
-[[upstream.api.server]]
-address = "127.0.0.1:9001"
-
-[[route]]
-upstream = "api"
-"#;
 
     fn with_table(table: &str) -> String {
         format!("{BASE}\n[compression]\n{table}\n")
