@@ -20,13 +20,13 @@
 # Environment (defaults in brackets):
 #   BENCH_MAX_SECS [4]  BENCH_RATE_SECS [8]  BENCH_WARMUP_SECS [1]  BENCH_CONNS [64]
 #   BENCH_RATE [auto]   BENCH_RATE_FRACTION [0.5]  BENCH_IDLE_CONNS [1000]  BENCH_SLOW_MS [50]
-#   BENCH_SCENARIOS [all: h1_1k,h1_100k,h2c_1k,many_conns,slow_backend]
+#   BENCH_SCENARIOS [all: h1_1k,h1_100k,h2c_1k,many_conns,slow_backend,cache_hit_1k,
+#     cache_hit_100k,compress_100k_json_miss,compress_100k_json_hit,tls_h2_1k,http3_1k]
 #   BENCH_SKIP_BUILD [0]  BENCH_PROXY_CPU [0]  BENCH_LOAD_CPU [1]
 #   BENCH_QUIET_WAIT [8]: seconds to wait, before each run, for both CPUs to be idle (the
 #     machine may be shared); each record says how busy the proxy's CPU was with other work.
 #
-# Adding a scenario (cache hit, compression, TLS h2, HTTP/3 are next; the features exist in
-# src/ but have no scenario here yet): write one
+# Adding a scenario: write one
 # `scenario_NAME` function that sets the SC_* variables and calls run_scenario, add NAME to
 # ALL_SCENARIOS, and remove it from NOT_YET.
 
@@ -48,11 +48,9 @@ QUIET_WAIT=${BENCH_QUIET_WAIT:-8}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 
-ALL_SCENARIOS=(h1_1k h1_100k h2c_1k many_conns slow_backend)
-NOT_YET=("cache_hit: repeated GETs of a cacheable object (route cache = true) vs nginx proxy_cache and HAProxy's cache"
-  "compression: Accept-Encoding br/gzip on a compressible text body vs nginx gzip (HAProxy's compression filter)"
-  "tls_h2: TLS 1.3 with h2 by ALPN (dev certificates) vs nginx and HAProxy with the same certificate"
-  "http3: QUIC/h3 (oha --http-version 3) vs the origin over h1; nginx 1.22 and HAProxy 2.6 in Debian have no h3")
+ALL_SCENARIOS=(h1_1k h1_100k h2c_1k many_conns slow_backend cache_hit_1k cache_hit_100k
+  compress_100k_json_miss compress_100k_json_hit tls_h2_1k http3_1k)
+NOT_YET=()
 IFS=, read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-$(
   IFS=,
   echo "${ALL_SCENARIOS[*]}"
@@ -96,6 +94,10 @@ cleanup() {
   for pid in "${STARTED_PIDS[@]}"; do
     stop_pid "$pid"
   done
+  # nginx cache directories made here in /dev/shm (mktemp), and only those.
+  for pid in "${NGINX_CACHE_DIRS[@]}"; do
+    [[ $pid == /dev/shm/parapet-bench-nginx-cache.* ]] && rm -rf -- "$pid"
+  done
   exit "$status"
 }
 trap cleanup EXIT
@@ -112,11 +114,13 @@ start_pinned() {
   STARTED_PIDS+=("$LAST_PID")
 }
 
-# The process and all its descendants (nginx master + workers).
+# The process and all its descendants (nginx master + workers), except nginx's cache loader,
+# which exits by itself a minute after start (it would vanish in the middle of a run).
 tree_pids() {
   local pid=$1 child
   echo "$pid"
   for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+    grep -q 'cache loader' "/proc/$child/cmdline" 2>/dev/null && continue
     tree_pids "$child"
   done
 }
@@ -187,13 +191,19 @@ EOF
 wait_ready() {
   local name=$1 pid=$2 port=$3 path=$4 proto=$5 logfile=$6 code i
   local -a curl_args=(-s -o /dev/null -w '%{http_code}' --max-time 2)
+  local scheme=http
   [[ $proto == h2c ]] && curl_args+=(--http2-prior-knowledge)
+  # h2/h3 targets are TLS listeners; curl checks them over TLS (HTTP/1.1 or h2 by ALPN).
+  if [[ $proto == h2 || $proto == h3 ]]; then
+    curl_args+=(--cacert "$RUN_DIR/certs/ca.crt")
+    scheme=https
+  fi
   for i in $(seq 100); do
     if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$logfile" >&2 || true
       die "$name exited during start-up (log: $logfile)"
     fi
-    code=$(curl "${curl_args[@]}" "http://127.0.0.1:$port$path" 2>/dev/null || true)
+    code=$(curl "${curl_args[@]}" "$scheme://127.0.0.1:$port$path" 2>/dev/null || true)
     [[ $code == 200 ]] && return 0
     sleep 0.1
   done
@@ -255,6 +265,23 @@ make_content() {
   mkdir -p "$RUN_DIR/www"
   head -c 1024 /dev/urandom >"$RUN_DIR/www/1k.bin"
   head -c 102400 /dev/urandom >"$RUN_DIR/www/100k.bin"
+  # 100 KiB of compressible JSON (records of varying ids, names and numbers, like an API answer).
+  python3 - "$RUN_DIR/www/100k.json" <<'EOF'
+import json, random, sys
+rnd = random.Random(1)
+words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+items, text = [], "[]"
+while len(text) < 102400:
+    i = len(items)
+    items.append({"id": i, "name": f"{rnd.choice(words)}-{rnd.choice(words)}-{rnd.randrange(10**6)}",
+                  "price": round(rnd.uniform(1, 1000), 2), "tags": rnd.sample(words, 3),
+                  "active": rnd.random() < 0.5, "stock": rnd.randrange(10000)})
+    text = json.dumps(items)
+open(sys.argv[1], "w").write(text[:102399].rsplit("},", 1)[0] + "}]")
+EOF
+  mkdir -p "$RUN_DIR/certs"
+  "$PARAPET" certs dev --dir "$RUN_DIR/certs" >/dev/null || die "parapet certs dev failed"
+  cat "$RUN_DIR/certs/localhost.crt" "$RUN_DIR/certs/localhost.key" >"$RUN_DIR/certs/localhost.pem"
 }
 
 # Common nginx main-context lines; $1 = instance name.
@@ -323,6 +350,14 @@ start_origins() {
         listen 127.0.0.1:$PORT_A_H2C http2 backlog=4096;
         root $RUN_DIR/www;
     }
+    # Cacheable: the same files with an hour of freshness, JSON as application/json.
+    server {
+        listen 127.0.0.1:$PORT_D backlog=4096;
+        root $RUN_DIR/www;
+        types { application/json json; }
+        add_header Cache-Control "max-age=3600";
+        location = /_status { stub_status; }
+    }
 }
 EOF
   } >"$RUN_DIR/nginx-origin-a/nginx.conf"
@@ -364,6 +399,7 @@ EOF
   start_nginx "$LOAD_CPU" origin-c
   ORIGIN_C_PID=$LAST_PID
   wait_ready origin-a "$ORIGIN_A_PID" "$PORT_A" /1k.bin h1 "$RUN_DIR/nginx-origin-a/error.log"
+  wait_ready origin-a-cacheable "$ORIGIN_A_PID" "$PORT_D" /100k.json h1 "$RUN_DIR/nginx-origin-a/error.log"
   wait_ready origin-a-h2c "$ORIGIN_A_PID" "$PORT_A_H2C" /1k.bin h2c "$RUN_DIR/nginx-origin-a/error.log"
   wait_ready origin-b "$ORIGIN_B_PID" "$PORT_B" /100k.bin h1 "$RUN_DIR/nginx-origin-b/error.log"
   wait_ready origin-c "$ORIGIN_C_PID" "$PORT_C" /1k.bin h1 "$RUN_DIR/nginx-origin-c/error.log"
@@ -381,6 +417,8 @@ start_parapet() {
   local target=$1 port=$2 dir=$RUN_DIR/$SC_NAME/$1 balance=least_conn protocols='"http1"' s
   [[ $target == parapet_rr ]] && balance=round_robin
   [[ $SC_PROTO == h2c ]] && protocols='"http1", "h2c"'
+  [[ $SC_PROTO == h2 ]] && protocols='"http1", "h2"'
+  [[ $SC_PROTO == h3 ]] && protocols='"http1", "h2", "h3"'
   mkdir -p "$dir"
   {
     cat <<EOF
@@ -391,6 +429,12 @@ grace_period = "1s"
 [[listener]]
 address = "127.0.0.1:$port"
 protocols = [$protocols]
+EOF
+    if [[ $SC_PROTO == h2 || $SC_PROTO == h3 ]]; then
+      printf '\n[[listener.certificate]]\ncert = "%s"\nkey = "%s"\n' \
+        "$RUN_DIR/certs/localhost.crt" "$RUN_DIR/certs/localhost.key"
+    fi
+    cat <<EOF
 
 [upstream.bench]
 balance = "$balance"
@@ -400,6 +444,10 @@ EOF
       printf '\n[[upstream.bench.server]]\naddress = "%s"\n' "$s"
     done
     printf '\n[[route]]\npath_prefix = "/"\nupstream = "bench"\n'
+    # Cache: [cache] defaults (256 MiB, 8 MiB objects). Compression: [compression] defaults
+    # (br 3, zstd 1, gzip 2), only used when the client sends Accept-Encoding.
+    ((SC_CACHE)) && printf 'cache = true\n'
+    ((SC_COMPRESS)) || printf 'compress = false\n'
   } >"$dir/parapet.toml"
   "$PARAPET" check -c "$dir/parapet.toml" >/dev/null || die "generated $dir/parapet.toml does not validate"
   start_pinned "$PROXY_CPU" "$dir/parapet.log" env RUST_LOG=warn "$PARAPET" run -c "$dir/parapet.toml"
@@ -407,13 +455,34 @@ EOF
 }
 
 start_nginx_proxy() {
-  local port=$1 listen_opts="" s name=proxy-$SC_NAME
+  local port=$1 listen_opts="" s name=proxy-$SC_NAME cache_dir extra_http="" extra_loc=""
   [[ $SC_PROTO == h2c ]] && listen_opts=" http2"
+  [[ $SC_PROTO == h2 ]] && listen_opts=" ssl http2"
+  if ((SC_CACHE)); then
+    # Cache files in tmpfs when there is one (Parapet's cache is in memory).
+    cache_dir=$RUN_DIR/nginx-$name/cache
+    [[ -d /dev/shm && -w /dev/shm ]] && cache_dir=$(mktemp -d /dev/shm/parapet-bench-nginx-cache.XXXXXX)
+    NGINX_CACHE_DIRS+=("$cache_dir")
+    extra_http+="    proxy_cache_path $cache_dir levels=1:2 keys_zone=bench:16m max_size=512m inactive=1h use_temp_path=off;"$'\n'
+    extra_loc+="            proxy_cache bench;"$'\n'
+    extra_loc+="            proxy_cache_valid 200 1h;"$'\n'
+    extra_loc+="            proxy_cache_lock on;"$'\n'
+    extra_loc+="            add_header X-Cache-Status \$upstream_cache_status;"$'\n'
+  fi
+  if ((SC_COMPRESS)); then
+    extra_http+="    gzip on; gzip_comp_level 1; gzip_types application/json; gzip_min_length 1024; gzip_proxied any;"$'\n'
+  fi
+  if [[ $SC_PROTO == h2 ]]; then
+    extra_http+="    ssl_certificate $RUN_DIR/certs/localhost.crt;"$'\n'
+    extra_http+="    ssl_certificate_key $RUN_DIR/certs/localhost.key;"$'\n'
+    extra_http+="    ssl_protocols TLSv1.2 TLSv1.3;"$'\n'
+  fi
   mkdir -p "$RUN_DIR/nginx-$name"
   {
     nginx_main "$name"
     echo "http {"
     nginx_http_common "$name"
+    printf '%s' "$extra_http"
     echo "    upstream bench {"
     echo "        least_conn;"
     for s in "${SC_BACKENDS[@]}"; do
@@ -437,7 +506,7 @@ start_nginx_proxy() {
             proxy_buffers 16 16k;
             proxy_busy_buffers_size 32k;
             proxy_max_temp_file_size 0;
-        }
+$extra_loc        }
     }
 }
 EOF
@@ -447,8 +516,12 @@ EOF
 }
 
 start_haproxy() {
-  local port=$1 bind_opts="" dir=$RUN_DIR/$SC_NAME/haproxy n=0 s
+  local port=$1 bind_opts="" dir=$RUN_DIR/$SC_NAME/haproxy n=0 s xfp=http
   [[ $SC_PROTO == h2c ]] && bind_opts=" proto h2"
+  if [[ $SC_PROTO == h2 ]]; then
+    bind_opts=" ssl crt $RUN_DIR/certs/localhost.pem alpn h2,http/1.1"
+    xfp=https
+  fi
   mkdir -p "$dir"
   {
     cat <<EOF
@@ -471,16 +544,31 @@ defaults
 
 frontend bench
     bind 127.0.0.1:$port$bind_opts
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto $xfp
     default_backend bench
 
 backend bench
     balance leastconn
 EOF
+    if ((SC_CACHE)); then
+      # The cache filter declared before compression: it stores identity bodies and the
+      # compression filter works on every hit (as nginx's proxy_cache + gzip does).
+      echo "    filter cache bench"
+      ((SC_COMPRESS)) && echo "    filter compression"
+      echo "    http-request cache-use bench"
+      echo "    http-response cache-store bench"
+    fi
+    if ((SC_COMPRESS)); then
+      echo "    compression algo gzip"
+      echo "    compression type application/json"
+    fi
     for s in "${SC_BACKENDS[@]}"; do
       n=$((n + 1))
       echo "    server s$n $s"
     done
+    if ((SC_CACHE)); then
+      printf '\ncache bench\n    total-max-size 256\n    max-object-size 1048576\n    max-age 3600\n'
+    fi
   } >"$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg" >&2 || die "haproxy config $dir/haproxy.cfg is invalid"
   start_pinned "$PROXY_CPU" "$dir/haproxy.log" haproxy -db -f "$dir/haproxy.cfg"
@@ -488,12 +576,20 @@ EOF
 }
 
 declare -A TARGET_PORT PROXY_PID PROXY_LOG RSS_BEFORE MAX_RPS
+NGINX_CACHE_DIRS=()
 
 label_of() {
+  local enc
+  enc=$(encoding_of "$1")
+  case $1 in
+  parapet_br) ;;
+  *) [[ -n $enc ]] && printf 'Accept-Encoding %s: ' "$enc" ;;
+  esac
   case $1 in
   direct) echo "origin direct" ;;
   parapet) echo "Parapet (least_conn)" ;;
   parapet_rr) echo "Parapet (round_robin)" ;;
+  parapet_br) echo "Parapet, Accept-Encoding: br" ;;
   nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') (least_conn)" ;;
   haproxy) echo "HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }') (leastconn)" ;;
   esac
@@ -514,7 +610,7 @@ start_targets() {
     i=$((i + 1))
     TARGET_PORT[$t]=$port
     case $t in
-    parapet | parapet_rr) start_parapet "$t" "$port" ;;
+    parapet | parapet_rr | parapet_br) start_parapet "$t" "$port" ;;
     nginx) start_nginx_proxy "$port" ;;
     haproxy) start_haproxy "$port" ;;
     *) die "unknown target $t" ;;
@@ -545,10 +641,34 @@ stop_targets() {
 
 # ---------------------------------------------------------------- load runs
 
+# Accept-Encoding the client sends to target $1 ("" = none).
+encoding_of() {
+  if [[ $1 == parapet_br ]]; then echo br; else echo "$SC_ENCODING"; fi
+}
+
+url_of() {
+  local scheme=http
+  [[ $SC_PROTO == h2 || $SC_PROTO == h3 ]] && scheme=https
+  echo "$scheme://127.0.0.1:${TARGET_PORT[$1]}$SC_PATH"
+}
+
+# oha arguments for target $1.
 oha_base() {
-  # No Accept-Encoding: compression is its own (future) scenario, so no target compresses here.
+  # --disable-compression: oha neither asks for compression nor decodes; the compression
+  # scenarios send Accept-Encoding themselves (-H), so the proxy compresses and oha counts the
+  # compressed bytes without spending CPU 1 on decoding them.
   local -a args=(--no-tui --output-format json --worker-threads 1 -t 10s --disable-compression)
-  if [[ $SC_PROTO == h2c ]]; then
+  local enc
+  enc=$(encoding_of "$1")
+  [[ -n $enc ]] && args+=(-H "Accept-Encoding: $enc")
+  if [[ $SC_PROTO == h2 || $SC_PROTO == h3 ]]; then
+    # The dev certificate is for 127.0.0.1 too, but oha would also need the dev CA; the
+    # handshake cost is the same either way.
+    args+=(--insecure)
+  fi
+  if [[ $SC_PROTO == h3 ]]; then
+    args+=(--http-version 3 -c "$((CONNS / 8 > 0 ? CONNS / 8 : 1))" -p 8)
+  elif [[ $SC_PROTO == h2c || $SC_PROTO == h2 ]]; then
     # 8 connections x 8 streams = the same 64 requests in flight as HTTP/1.1's 64 connections.
     args+=(--http2 -c "$((CONNS / 8 > 0 ? CONNS / 8 : 1))" -p 8)
   else
@@ -561,10 +681,10 @@ oha_base() {
 run_phase() {
   local t=$1 phase=$2 rate=${3:-} url secs out t0 t1 c0 c1 idle_json=null
   local -a counts0=() counts1=() args pids=()
-  url="http://127.0.0.1:${TARGET_PORT[$t]}$SC_PATH"
+  url=$(url_of "$t")
   out=$RUN_DIR/$SC_NAME/$t.$phase.json
   mkdir -p "$RUN_DIR/$SC_NAME"
-  mapfile -t args < <(oha_base)
+  mapfile -t args < <(oha_base "$t")
   if [[ $phase == max ]]; then
     secs=$MAX_SECS
     args+=(-z "${secs}s" -w)
@@ -654,16 +774,45 @@ run_phase() {
   MAX_RPS[$t]=$(jq -r '.rps' <<<"$(tail -n 1 "$RUN_DIR/records.jsonl")")
 }
 
+# After the warm-up: one request as oha sends it; checks (and logs) that a cache scenario's
+# response is a hit and a compression scenario's is encoded as asked. Dies otherwise.
+check_response() {
+  local t=$1 enc hdrs line="" proto_arg=(--http1.1) ok=1
+  [[ $t == direct ]] && return 0
+  enc=$(encoding_of "$t")
+  [[ $SC_PROTO == h2 ]] && proto_arg=(--http2)
+  [[ $SC_PROTO == h3 ]] && return 0
+  local -a h=()
+  [[ -n $enc ]] && h=(-H "Accept-Encoding: $enc")
+  hdrs=$(curl -s -k "${proto_arg[@]}" --max-time 5 -o /dev/null -D - "${h[@]}" "$(url_of "$t")" | tr -d '\r') ||
+    die "check request to $t failed"
+  line=$(grep -i -E '^(HTTP/|cache-status|x-cache-status|age|content-encoding|content-length)' <<<"$hdrs" | tr '\n' ' ')
+  log "  $t check: $line"
+  if ((SC_CACHE)); then
+    case $t in
+    parapet*) grep -qi '^cache-status:.*hit' <<<"$hdrs" || ok=0 ;;
+    nginx) grep -qi '^x-cache-status: *HIT' <<<"$hdrs" || ok=0 ;;
+    haproxy) grep -qi '^age:' <<<"$hdrs" || ok=0 ;; # HAProxy's cache adds Age to what it serves
+    esac
+  fi
+  if [[ -n $enc ]]; then
+    grep -qi "^content-encoding: *$enc" <<<"$hdrs" || ok=0
+  fi
+  ((ok)) || die "$t: the response after warm-up is not what $SC_NAME measures (cache=$SC_CACHE, Content-Encoding wanted: ${enc:-none}): $line"
+  echo "$SC_NAME $t $line" >>"$RUN_DIR/checks.txt"
+}
+
 # Runs the scenario described by the SC_* variables against SC_TARGETS.
 run_scenario() {
   local t rate proxies_min
   log "scenario $SC_NAME: $SC_TITLE"
   start_targets
   for t in "${SC_TARGETS[@]}"; do
-    mapfile -t warm < <(oha_base)
+    mapfile -t warm < <(oha_base "$t")
     timeout --signal=KILL "$((WARMUP_SECS + 30))" taskset -c "$LOAD_CPU" "$OHA" "${warm[@]}" \
-      -z "${WARMUP_SECS}s" -w "http://127.0.0.1:${TARGET_PORT[$t]}$SC_PATH" >/dev/null ||
+      -z "${WARMUP_SECS}s" -w "$(url_of "$t")" >/dev/null ||
       die "warm-up against $t failed"
+    check_response "$t"
     run_phase "$t" max
   done
   if [[ -n $RATE_FIXED ]]; then
@@ -700,6 +849,9 @@ scenario_defaults() {
   SC_IDLE=0
   SC_COUNT_PORTS=()
   SC_COUNT_NAMES=()
+  SC_CACHE=0
+  SC_COMPRESS=0
+  SC_ENCODING=""
 }
 
 scenario_h1_1k() {
@@ -751,6 +903,90 @@ scenario_slow_backend() {
   run_scenario
 }
 
+# The cacheable origin (Cache-Control: max-age=3600); origin requests counted so the JSON shows
+# that nearly everything was served from the proxies' caches.
+cacheable_defaults() {
+  scenario_defaults
+  SC_BACKENDS=("127.0.0.1:$PORT_D")
+  SC_DIRECT_PORT=$PORT_D
+  SC_COUNT_PORTS=("$PORT_D")
+  SC_COUNT_NAMES=(origin)
+}
+
+scenario_cache_hit_1k() {
+  cacheable_defaults
+  SC_NAME=cache_hit_1k
+  SC_TITLE="HTTP/1.1, 1 KiB, cache hit"
+  SC_WHAT="Serving from the proxy's cache: origin says max-age=3600; Parapet route cache = true, nginx proxy_cache (tmpfs, proxy_cache_lock), HAProxy cache section. Warmed, and a hit checked, before measuring; the origin row is uncached."
+  SC_CACHE=1
+  run_scenario
+}
+
+scenario_cache_hit_100k() {
+  cacheable_defaults
+  SC_NAME=cache_hit_100k
+  SC_TITLE="HTTP/1.1, 100 KiB, cache hit"
+  SC_WHAT="As cache_hit_1k with a 100 KiB body (HAProxy max-object-size 1 MiB)."
+  SC_PATH=/100k.bin
+  SC_CACHE=1
+  run_scenario
+}
+
+scenario_compress_100k_json_miss() {
+  cacheable_defaults
+  SC_NAME=compress_100k_json_miss
+  SC_TITLE="HTTP/1.1, 100 KiB JSON, Accept-Encoding: gzip, no cache"
+  SC_WHAT="Compressing every response: Parapet default levels (gzip 2; the br row: brotli 3), nginx gzip_comp_level 1, HAProxy compression algo gzip (libslz). No cache anywhere. The origin row is identity."
+  SC_PATH=/100k.json
+  SC_COMPRESS=1
+  SC_ENCODING=gzip
+  SC_TARGETS=(direct parapet parapet_br nginx haproxy)
+  run_scenario
+}
+
+scenario_compress_100k_json_hit() {
+  cacheable_defaults
+  SC_NAME=compress_100k_json_hit
+  SC_TITLE="HTTP/1.1, 100 KiB JSON, Accept-Encoding: gzip, cache hit"
+  SC_WHAT="Compression with the cache on: Parapet stores the compressed variant; nginx proxy_cache stores identity and gzips (level 1) on every hit; HAProxy's cache filter stores identity, its compression filter gzips every hit."
+  SC_PATH=/100k.json
+  SC_CACHE=1
+  SC_COMPRESS=1
+  SC_ENCODING=gzip
+  SC_TARGETS=(direct parapet parapet_br nginx haproxy)
+  run_scenario
+}
+
+scenario_tls_h2_1k() {
+  scenario_defaults
+  SC_NAME=tls_h2_1k
+  SC_TITLE="TLS + HTTP/2 by ALPN, 1 KiB"
+  SC_WHAT="TLS termination with h2 downstream (dev certificate from parapet certs dev; 8 connections x 8 streams), HTTP/1.1 upstream. No origin row (the origin has no TLS listener)."
+  SC_PROTO=h2
+  SC_TARGETS=(parapet nginx haproxy)
+  SC_DIRECT_PORT=""
+  run_scenario
+}
+
+scenario_http3_1k() {
+  scenario_defaults
+  SC_NAME=http3_1k
+  SC_TITLE="HTTP/3 (QUIC), 1 KiB, Parapet only"
+  SC_WHAT="QUIC + HTTP/3 downstream (oha --http-version 3, 8 connections x 8 streams), HTTP/1.1 upstream. nginx 1.22 and HAProxy 2.6 as packaged have no QUIC, so Parapet alone."
+  SC_PROTO=h3
+  SC_TARGETS=(parapet)
+  SC_DIRECT_PORT=""
+  # oha's HTTP/3 is a cargo feature (cargo install oha --features http3); without it oha says so.
+  local probe
+  probe=$(timeout 5 "$OHA" --no-tui --http-version 3 --insecure -n 1 -t 1s https://127.0.0.1:9/ 2>&1 || true)
+  if grep -q 'not been built with HTTP/3' <<<"$probe"; then
+    log "scenario http3_1k skipped: $OHA has no HTTP/3 (reinstall with: cargo install oha --locked --features http3 --root $TOOLS)"
+    NOT_YET+=("http3_1k: skipped, $OHA was built without HTTP/3 (cargo install oha --locked --features http3 --root target/bench-tools, then rerun)")
+    return 0
+  fi
+  run_scenario
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -770,9 +1006,9 @@ main() {
   : >"$RUN_DIR/records.jsonl"
   : >"$RUN_DIR/scenarios.jsonl"
   make_content
-  read -r PORT_A PORT_A_H2C PORT_B PORT_C <<<"$(free_ports 4)"
+  read -r PORT_A PORT_A_H2C PORT_B PORT_C PORT_D <<<"$(free_ports 5)"
   start_origins
-  log "origins: a=127.0.0.1:$PORT_A (h2c :$PORT_A_H2C) b=:$PORT_B c(slow)=:$PORT_C"
+  log "origins: a=127.0.0.1:$PORT_A (h2c :$PORT_A_H2C, cacheable :$PORT_D) b=:$PORT_B c(slow)=:$PORT_C"
 
   local started_at
   started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -791,7 +1027,7 @@ main() {
     --argjson max_secs "$MAX_SECS" --argjson rate_secs "$RATE_SECS" --argjson conns "$CONNS" \
     --arg rate_rule "$(if [[ -n $RATE_FIXED ]]; then echo "fixed $RATE_FIXED req/s"; else echo "$RATE_FRACTION x the slowest proxy's max req/s, rounded down to 100"; fi)" \
     --argjson proxy_cpu "$PROXY_CPU" --argjson load_cpu "$LOAD_CPU" \
-    --argjson not_yet "$(printf '%s\n' "${NOT_YET[@]}" | jq -R . | jq -s -c .)" \
+    --argjson not_yet "$(if ((${#NOT_YET[@]})); then printf '%s\n' "${NOT_YET[@]}" | jq -R . | jq -s -c .; else echo '[]'; fi)" \
     '{date: $date, finished: $finished, cpu: $cpu, cores: $cores, kernel: $kernel,
       loadavg_at_end: $loadavg, parapet_rev: $parapet_rev, nginx: $nginx, haproxy: $haproxy,
       oha: $oha, command: $command, max_phase_s: $max_secs, rate_phase_s: $rate_secs,
