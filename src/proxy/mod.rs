@@ -226,25 +226,20 @@ impl ProxyHttp for Parapet {
         }
         ctx.request_id = request_id::for_request(&session.req_header().headers);
         let req = session.req_header();
-        let host = headers::request_host(&req.headers, &req.uri).map(|h| normalize_host(&h));
+        let raw_host = headers::request_host(&req.headers, &req.uri);
+        let host = raw_host.as_deref().map(normalize_host);
         let found = ctx
             .runtime
             .router
             .lookup(host.as_deref().unwrap_or(""), req.uri.path());
         match found {
-            Some(target) if req.method.as_str() == PURGE_METHOD => {
-                // Purges come through the admin listener only.
-                let _ = target;
+            // Purges come through the admin listener only.
+            Some(_) if req.method.as_str() == PURGE_METHOD => {
                 error::respond_text(session, 405, PURGE_NOT_HERE_BODY).await?;
                 Ok(true)
             }
             Some(target) => {
-                let scheme = if arrived_over_tls(session, &ctx.runtime) {
-                    "https"
-                } else {
-                    "http"
-                };
-                let raw_host = headers::request_host(&req.headers, &req.uri);
+                let scheme = scheme_of(session, &ctx.runtime);
                 ctx.cache =
                     caching::CacheCtx::for_request(req, target.cache, scheme, raw_host.as_deref());
                 ctx.compression =
@@ -376,11 +371,7 @@ impl ProxyHttp for Parapet {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            scheme: if arrived_over_tls(session, &ctx.runtime) {
-                "https"
-            } else {
-                "http"
-            },
+            scheme: scheme_of(session, &ctx.runtime),
             host: host.as_deref(),
             version: session.req_header().version,
         };
@@ -615,8 +606,13 @@ fn door_of<'a>(session: &Session, runtime: &'a Runtime) -> Option<&'a DoorFacts>
     runtime.doors.get(&port)
 }
 
-fn arrived_over_tls(session: &Session, runtime: &Runtime) -> bool {
-    door_of(session, runtime).is_some_and(|d| d.tls)
+/// "https" when the request came through a TLS (or QUIC) door, else "http".
+fn scheme_of(session: &Session, runtime: &Runtime) -> &'static str {
+    if door_of(session, runtime).is_some_and(|d| d.tls) {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 fn protocol_of(session: &Session) -> Protocol {
