@@ -1864,70 +1864,17 @@ async fn a_response_with_a_content_length_over_max_object_size_reaches_the_clien
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunked_response_over_max_object_size_reaches_the_client_whole_and_is_not_stored() {
-    let origin = Origin::start().await;
-    let big = pattern(200 * 1024);
-    let small = pattern(10 * 1024);
-    origin.script(
-        "/big",
-        Script::fixed(big.clone())
-            .cache_control("max-age=60")
-            .content_type("application/octet-stream")
-            .chunked(),
-    );
-    origin.script(
-        "/small",
-        Script::fixed(small.clone())
-            .cache_control("max-age=60")
-            .content_type("application/octet-stream")
-            .chunked(),
-    );
-    let edge = Edge::with(&origin, CACHED_ROUTE, SMALL_OBJECTS).await;
-
-    for n in 1..=2 {
-        let response = edge.get("/big").await;
-        assert_eq!(response.status, 200, "GET #{n}");
-        assert!(
-            response.body == big,
-            "GET #{n}: {} bytes, not the 200 KiB sent",
-            response.body.len()
-        );
-    }
-    assert_eq!(
-        origin.requests("/big"),
-        2,
-        "an object over max_object_size was stored"
-    );
-    // A chunked response under the limit is stored.
-    for n in 1..=2 {
-        let response = edge.get("/small").await;
-        assert!(
-            response.status == 200 && response.body == small,
-            "GET /small #{n}"
-        );
-    }
-    assert_eq!(
-        origin.requests("/small"),
-        1,
-        "a small chunked response was not stored"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_of_unknown_length_over_max_object_size_reaches_the_client_whole_and_is_not_stored(
-) {
+/// Responses framed by `framing` (no Content-Length): one over `max_object_size` reaches the
+/// client whole on every request and is not stored; one under it is stored.
+async fn unsized_responses_respect_max_object_size(framing: fn(Script) -> Script, what: &str) {
     let origin = Origin::start().await;
     let big = pattern(200 * 1024);
     let small = pattern(10 * 1024);
     for (path, body) in [("/big", &big), ("/small", &small)] {
-        origin.script(
-            path,
-            Script::fixed(body.clone())
-                .cache_control("max-age=60")
-                .content_type("application/octet-stream")
-                .until_close(),
-        );
+        let script = Script::fixed(body.clone())
+            .cache_control("max-age=60")
+            .content_type("application/octet-stream");
+        origin.script(path, framing(script));
     }
     let edge = Edge::with(&origin, CACHED_ROUTE, SMALL_OBJECTS).await;
 
@@ -1956,8 +1903,19 @@ async fn a_response_of_unknown_length_over_max_object_size_reaches_the_client_wh
     assert_eq!(
         origin.requests("/small"),
         1,
-        "a small response of unknown length was not stored"
+        "a small {what} response was not stored"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_response_over_max_object_size_reaches_the_client_whole_and_is_not_stored() {
+    unsized_responses_respect_max_object_size(Script::chunked, "chunked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_of_unknown_length_over_max_object_size_reaches_the_client_whole_and_is_not_stored(
+) {
+    unsized_responses_respect_max_object_size(Script::until_close, "close-delimited").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,8 @@
 //! origin. The origin here is scripted per path and streams generated bodies chunk by chunk.
 
 use crate::harness::{
-    admin_table, client, fresh_std_listener, h2c_client, reserve_addr, single_upstream_config,
-    Proxy, CLIENT_TIMEOUT,
+    admin_table, client, fresh_listener, h2c_client, reserve_addr, single_upstream_config, Proxy,
+    ServerTasks, CLIENT_TIMEOUT,
 };
 use sha2::Digest;
 use std::collections::HashMap;
@@ -12,8 +12,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 const CHROME: &str = "gzip, deflate, br, zstd";
 const COMPRESSIONS: &str = "parapet_compressions_total";
@@ -71,7 +70,7 @@ impl Reply {
 /// An HTTP/1.1 keep-alive origin answering each path with its [`Reply`] (404 otherwise).
 struct Origin {
     addr: SocketAddr,
-    acceptor: JoinHandle<()>,
+    _tasks: ServerTasks,
 }
 
 impl Origin {
@@ -82,22 +81,13 @@ impl Origin {
                 .map(|(path, reply)| (path.to_string(), reply))
                 .collect(),
         );
-        let listener = fresh_std_listener();
-        listener.set_nonblocking(true).expect("set_nonblocking");
-        let addr = listener.local_addr().expect("local_addr");
-        let listener = TcpListener::from_std(listener).expect("tokio listener");
-        let acceptor = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&replies)));
-            }
-        });
-        Origin { addr, acceptor }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.acceptor.abort();
+        let (listener, addr) = fresh_listener();
+        let tasks = ServerTasks::default();
+        tasks.accept(listener, move |stream| serve(stream, Arc::clone(&replies)));
+        Origin {
+            addr,
+            _tasks: tasks,
+        }
     }
 }
 

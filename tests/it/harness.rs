@@ -37,7 +37,7 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 }
 
 /// A listener on 127.0.0.1 with an OS-chosen port never handed out before in this process.
-pub fn fresh_std_listener() -> std::net::TcpListener {
+fn fresh_std_listener() -> std::net::TcpListener {
     // Listeners whose port was taken already are kept open until a fresh one is found, so the
     // OS cannot offer the same port again in the meantime.
     let mut rejected = Vec::new();
@@ -48,6 +48,83 @@ pub fn fresh_std_listener() -> std::net::TcpListener {
             return listener;
         }
         rejected.push(listener);
+    }
+}
+
+/// A tokio listener on a fresh port (see [`fresh_std_listener`]) and its address.
+pub fn fresh_listener() -> (TcpListener, SocketAddr) {
+    let listener = fresh_std_listener();
+    listener.set_nonblocking(true).expect("set_nonblocking");
+    let addr = listener.local_addr().expect("local_addr");
+    (
+        TcpListener::from_std(listener).expect("tokio listener"),
+        addr,
+    )
+}
+
+/// The accept task and the connection tasks of a test server. [`ServerTasks::stop`] (or drop)
+/// closes the listener and every open connection.
+#[derive(Default)]
+pub struct ServerTasks {
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl ServerTasks {
+    /// Accepts on `listener`, running `serve(stream)` as its own task for each connection.
+    pub fn accept<F, Fut>(&self, listener: TcpListener, serve: F)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let connections = Arc::clone(&self.connections);
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(POLL_STEP).await;
+                        continue;
+                    }
+                };
+                let connection = tokio::spawn(serve(stream));
+                let mut connections = connections.lock().expect("connections");
+                connections.retain(|c| !c.is_finished());
+                connections.push(connection);
+            }
+        });
+        *self.acceptor.lock().expect("acceptor") = Some(acceptor);
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.acceptor.lock().expect("acceptor").is_some()
+    }
+
+    /// Closes the listener and every open connection; returns once they are closed.
+    pub async fn stop(&self) {
+        let acceptor = self.acceptor.lock().expect("acceptor").take();
+        if let Some(acceptor) = acceptor {
+            acceptor.abort();
+            let _ = acceptor.await;
+        }
+        let connections = std::mem::take(&mut *self.connections.lock().expect("connections"));
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+}
+
+impl Drop for ServerTasks {
+    fn drop(&mut self) {
+        if let Some(acceptor) = self.acceptor.lock().map(|mut a| a.take()).ok().flatten() {
+            acceptor.abort();
+        }
+        if let Ok(mut connections) = self.connections.lock() {
+            for connection in connections.drain(..) {
+                connection.abort();
+            }
+        }
     }
 }
 
@@ -197,7 +274,6 @@ struct BackendState {
     /// Close a keep-alive connection when no next request arrives within this time.
     idle_close: Option<Duration>,
     extra_headers: Vec<Header>,
-    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Builds a [`Backend`] with non-default behaviour.
@@ -231,10 +307,7 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> Backend {
-        let listener = fresh_std_listener();
-        listener.set_nonblocking(true).expect("set_nonblocking");
-        let addr = listener.local_addr().expect("local_addr");
-        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let (listener, addr) = fresh_listener();
         let state = Arc::new(BackendState {
             name: self.name,
             accepts: AtomicUsize::new(0),
@@ -245,14 +318,14 @@ impl BackendBuilder {
             health_status: AtomicU16::new(self.health_status),
             idle_close: self.idle_close,
             extra_headers: self.extra_headers,
-            connections: Mutex::new(Vec::new()),
         });
-        let acceptor = tokio::spawn(accept_loop(listener, state.clone()));
-        Backend {
+        let backend = Backend {
             state,
             addr,
-            acceptor: Mutex::new(Some(acceptor)),
-        }
+            tasks: ServerTasks::default(),
+        };
+        backend.accept(listener);
+        backend
     }
 }
 
@@ -262,7 +335,7 @@ impl BackendBuilder {
 pub struct Backend {
     state: Arc<BackendState>,
     addr: SocketAddr,
-    acceptor: Mutex<Option<JoinHandle<()>>>,
+    tasks: ServerTasks,
 }
 
 impl Backend {
@@ -325,26 +398,22 @@ impl Backend {
         self.state.health_status.store(status, Ordering::SeqCst);
     }
 
+    fn accept(&self, listener: TcpListener) {
+        let state = Arc::clone(&self.state);
+        self.tasks.accept(listener, move |stream| {
+            state.accepts.fetch_add(1, Ordering::SeqCst);
+            serve_connection(stream, Arc::clone(&state))
+        });
+    }
+
     /// Closes the listener and every open connection; returns once they are closed.
     pub async fn stop(&self) {
-        let acceptor = self.acceptor.lock().expect("acceptor").take();
-        if let Some(acceptor) = acceptor {
-            acceptor.abort();
-            let _ = acceptor.await;
-        }
-        let connections = std::mem::take(&mut *self.state.connections.lock().expect("connections"));
-        for connection in connections {
-            connection.abort();
-            let _ = connection.await;
-        }
+        self.tasks.stop().await
     }
 
     /// Listens again on the same port after [`Backend::stop`].
     pub async fn restart(&self) {
-        assert!(
-            self.acceptor.lock().expect("acceptor").is_none(),
-            "restart of a running backend"
-        );
+        assert!(!self.tasks.is_accepting(), "restart of a running backend");
         let deadline = Instant::now() + READY_TIMEOUT;
         let listener = loop {
             let socket = TcpSocket::new_v4().expect("socket");
@@ -355,38 +424,7 @@ impl Backend {
                 Err(e) => panic!("rebinding {}: {e}", self.addr),
             }
         };
-        let acceptor = tokio::spawn(accept_loop(listener, self.state.clone()));
-        *self.acceptor.lock().expect("acceptor") = Some(acceptor);
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(acceptor) = self.acceptor.lock().map(|mut a| a.take()).ok().flatten() {
-            acceptor.abort();
-        }
-        if let Ok(mut connections) = self.state.connections.lock() {
-            for connection in connections.drain(..) {
-                connection.abort();
-            }
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<BackendState>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                tokio::time::sleep(POLL_STEP).await;
-                continue;
-            }
-        };
-        state.accepts.fetch_add(1, Ordering::SeqCst);
-        let connection = tokio::spawn(serve_connection(stream, state.clone()));
-        let mut connections = state.connections.lock().expect("connections");
-        connections.retain(|c| !c.is_finished());
-        connections.push(connection);
+        self.accept(listener);
     }
 }
 
@@ -497,10 +535,7 @@ pub struct Closer {
 
 impl Closer {
     pub async fn start() -> Closer {
-        let listener = fresh_std_listener();
-        listener.set_nonblocking(true).expect("set_nonblocking");
-        let addr = listener.local_addr().expect("local_addr");
-        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let (listener, addr) = fresh_listener();
         let accepts = Arc::new(AtomicUsize::new(0));
         let counter = accepts.clone();
         let task = tokio::spawn(async move {
@@ -1450,7 +1485,6 @@ mod scripted {
         scripts: Mutex<HashMap<String, Script>>,
         counts: Mutex<HashMap<String, usize>>,
         received: Mutex<Vec<Received>>,
-        connections: Mutex<Vec<JoinHandle<()>>>,
     }
 
     /// A real HTTP/1.1 keep-alive server on 127.0.0.1 that answers each path (the target without
@@ -1459,7 +1493,7 @@ mod scripted {
     pub struct Origin {
         state: Arc<OriginState>,
         addr: SocketAddr,
-        acceptor: Mutex<Option<JoinHandle<()>>>,
+        tasks: ServerTasks,
     }
 
     fn path_of(target: &str) -> &str {
@@ -1468,22 +1502,18 @@ mod scripted {
 
     impl Origin {
         pub async fn start() -> Origin {
-            let listener = fresh_std_listener();
-            listener.set_nonblocking(true).expect("set_nonblocking");
-            let addr = listener.local_addr().expect("local_addr");
-            let listener = TcpListener::from_std(listener).expect("tokio listener");
+            let (listener, addr) = fresh_listener();
             let state = Arc::new(OriginState {
                 scripts: Mutex::new(HashMap::new()),
                 counts: Mutex::new(HashMap::new()),
                 received: Mutex::new(Vec::new()),
-                connections: Mutex::new(Vec::new()),
             });
-            let acceptor = tokio::spawn(origin_accept_loop(listener, state.clone()));
-            Origin {
-                state,
-                addr,
-                acceptor: Mutex::new(Some(acceptor)),
-            }
+            let tasks = ServerTasks::default();
+            let serving = Arc::clone(&state);
+            tasks.accept(listener, move |stream| {
+                origin_connection(stream, Arc::clone(&serving))
+            });
+            Origin { state, addr, tasks }
         }
 
         pub fn addr(&self) -> SocketAddr {
@@ -1534,46 +1564,7 @@ mod scripted {
 
         /// Closes the listener and every open connection: connects are refused from now on.
         pub async fn stop(&self) {
-            let acceptor = self.acceptor.lock().expect("acceptor").take();
-            if let Some(acceptor) = acceptor {
-                acceptor.abort();
-                let _ = acceptor.await;
-            }
-            let connections =
-                std::mem::take(&mut *self.state.connections.lock().expect("connections"));
-            for connection in connections {
-                connection.abort();
-                let _ = connection.await;
-            }
-        }
-    }
-
-    impl Drop for Origin {
-        fn drop(&mut self) {
-            if let Some(acceptor) = self.acceptor.lock().map(|mut a| a.take()).ok().flatten() {
-                acceptor.abort();
-            }
-            if let Ok(mut connections) = self.state.connections.lock() {
-                for connection in connections.drain(..) {
-                    connection.abort();
-                }
-            }
-        }
-    }
-
-    async fn origin_accept_loop(listener: TcpListener, state: Arc<OriginState>) {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(POLL_STEP).await;
-                    continue;
-                }
-            };
-            let connection = tokio::spawn(origin_connection(stream, state.clone()));
-            let mut connections = state.connections.lock().expect("connections");
-            connections.retain(|c| !c.is_finished());
-            connections.push(connection);
+            self.tasks.stop().await
         }
     }
 
