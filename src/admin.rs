@@ -1,6 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, and the
-//! mutating `POST /reload` (and `POST /purge` once the cache exists), which need
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, the status
+//! page (`/` and `/status.json`), and the mutating `POST /reload` and `POST /purge`, which need
 //! `Authorization: Bearer <token>` with the token read from `[admin] token_file`.
+
+mod status;
 
 use crate::config::{AccessLogTarget, Config, HealthCheckKind};
 use crate::control::Control;
@@ -53,6 +55,8 @@ impl ServeHttp for Admin {
         // Drain any request body so the connection stays usable; the endpoints take none.
         while let Ok(Some(_)) = session.read_request_body().await {}
         match (method, path.as_str()) {
+            (Method::GET, "/") => status::page(),
+            (Method::GET, "/status.json") => self.status(session),
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
             (Method::GET, "/readyz") => self.readyz(),
@@ -73,8 +77,8 @@ impl ServeHttp for Admin {
             }
             (
                 _,
-                "/metrics" | "/healthz" | "/readyz" | "/upstreams" | "/config" | "/reload"
-                | "/purge",
+                "/" | "/status.json" | "/metrics" | "/healthz" | "/readyz" | "/upstreams"
+                | "/config" | "/reload" | "/purge",
             ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
             _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
         }
@@ -112,33 +116,25 @@ impl Admin {
     }
 
     fn upstreams(&self) -> Response<Vec<u8>> {
-        let runtime = self.control.runtime();
-        let now = Instant::now();
-        let mut names: Vec<&String> = runtime.upstreams.keys().collect();
-        names.sort();
-        let body: serde_json::Map<String, Value> = names
-            .into_iter()
-            .map(|name| {
-                let upstream = &runtime.upstreams[name];
-                let servers: Vec<Value> = upstream
-                    .servers
-                    .iter()
-                    .zip(&upstream.config.servers)
-                    .map(|(state, config)| {
-                        json!({
-                            "address": state.address.to_string(),
-                            "weight": config.weight,
-                            "healthy": state.is_up(now),
-                            "active_check_up": state.is_active_up(),
-                            "in_flight": state.in_flight(),
-                            "recent_failures": state.recent_failures(),
-                        })
-                    })
-                    .collect();
-                (name.clone(), json!({ "servers": servers }))
-            })
-            .collect();
-        json_reply(StatusCode::OK, &Value::Object(body))
+        let groups = status::upstream_groups(&self.control.runtime(), Instant::now());
+        json_reply(StatusCode::OK, &groups)
+    }
+
+    /// The status page's snapshot. It names every server, so with a token configured it needs
+    /// the token, as the mutating endpoints do.
+    fn status(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let snapshot =
+            |admin: &Self| json_reply(StatusCode::OK, &status::snapshot(&admin.control.runtime()));
+        let token_set = self
+            .control
+            .current()
+            .admin
+            .is_some_and(|admin| admin.token_file.is_some());
+        if token_set {
+            self.authorized(session, "/status.json", snapshot)
+        } else {
+            snapshot(self)
+        }
     }
 
     fn reload(&self) -> Response<Vec<u8>> {

@@ -58,6 +58,11 @@ impl Control {
         health: Arc<HealthSupervisor>,
         resolvers: Resolvers,
     ) -> Self {
+        // Both series exist from the start at 0, so an alert on `increase()` sees the first
+        // failed reload (a series that appears at 1 has no increase).
+        for result in [RELOAD_OK, RELOAD_FAILED] {
+            METRICS.config_reloads.with_label_values(&[result]);
+        }
         Control {
             config_path: config.source.clone(),
             current: Mutex::new(config),

@@ -17,6 +17,7 @@ pub mod control;
 pub mod demo;
 pub mod listen;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod route;
 pub mod tls;

@@ -35,6 +35,13 @@ enum Command {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the config's admin listener for /healthz: exit 0 when it answers 200, else 1 (for
+    /// container health checks in an image without curl).
+    Health {
+        /// Config file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Make development certificates: a local CA and a localhost leaf it signs.
     Certs {
         #[command(subcommand)]
@@ -115,6 +122,10 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Command::Health { config } => match load(&config) {
+            Ok(config) => parapet::probe::run(&config),
             Err(code) => code,
         },
         Command::Certs {
