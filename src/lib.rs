@@ -15,6 +15,7 @@ pub mod compress;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod fields;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;

@@ -23,7 +23,7 @@ fn register(collector: Box<dyn prometheus::core::Collector>) {
 pub const NAMESPACE: &str = "parapet";
 
 /// API-shaped latency buckets: 1 ms to about 10 s.
-fn latency_buckets() -> Vec<f64> {
+pub fn latency_buckets() -> Vec<f64> {
     vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ]
@@ -64,35 +64,35 @@ fn status_class_index(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
 
-fn counter(name: &str, help: &str) -> IntCounter {
+pub fn counter(name: &str, help: &str) -> IntCounter {
     let counter = IntCounter::with_opts(Opts::new(name, help).namespace(NAMESPACE))
         .expect("static metric definition");
     register(Box::new(counter.clone()));
     counter
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
+pub fn gauge(name: &str, help: &str) -> IntGauge {
     let gauge = IntGauge::with_opts(Opts::new(name, help).namespace(NAMESPACE))
         .expect("static metric definition");
     register(Box::new(gauge.clone()));
     gauge
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let vec = IntCounterVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
         .expect("static metric definition");
     register(Box::new(vec.clone()));
     vec
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let vec = IntGaugeVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
         .expect("static metric definition");
     register(Box::new(vec.clone()));
     vec
 }
 
-fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     let opts = HistogramOpts::new(name, help)
         .namespace(NAMESPACE)
         .buckets(buckets);
@@ -126,13 +126,6 @@ pub struct Metrics {
     pub config_loaded_time: IntGauge,
     pub access_log_dropped: IntCounter,
     pub tls_client_hellos: IntCounter,
-    /// By [`crate::cache::status::Outcome`] index.
-    pub cache_responses: [IntCounter; 5],
-    pub cache_hit_bytes: IntCounter,
-    pub cache_stored_bytes: IntGauge,
-    pub cache_entries: IntGauge,
-    pub cache_evictions: IntCounter,
-    pub cache_coalesced: IntCounter,
     pub tls_handshakes: IntCounter,
 }
 
@@ -255,22 +248,6 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         config_loaded_time: loaded_time,
         access_log_dropped: dropped,
-        cache_responses: {
-            let vec = counter_vec(
-                "cache_responses_total",
-                "Responses on cached routes by how the cache served them.",
-                &["status"],
-            );
-            crate::cache::status::Outcome::ALL.map(|o| vec.with_label_values(&[o.as_str()]))
-        },
-        cache_hit_bytes: counter("cache_hit_bytes_total", "Body bytes served from the cache."),
-        cache_stored_bytes: gauge("cache_stored_bytes", "Bytes held by the cache (bodies and headers)."),
-        cache_entries: gauge("cache_entries", "Responses held by the cache."),
-        cache_evictions: counter("cache_evictions_total", "Entries evicted to stay within max_size."),
-        cache_coalesced: counter(
-            "cache_coalesced_total",
-            "Requests that waited for another request's fill of the same key instead of going upstream.",
-        ),
         tls_client_hellos: counter(
             "tls_client_hellos_total",
             "TLS handshakes begun (ClientHello received), TCP and QUIC.",

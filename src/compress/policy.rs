@@ -289,11 +289,7 @@ fn compressible(headers: &HeaderMap, config: &CompressionConfig) -> bool {
     if !config.types.iter().any(|t| t.matches(media_type)) {
         return false;
     }
-    let length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    length.is_none_or(|length| length >= config.min_length)
+    crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there already or `Vary: *` says the answer

@@ -24,16 +24,14 @@ pub fn request_over_limits(req: &RequestHeader, settings: &ServerSettings) -> Op
     if request_head_size(req) > settings.max_request_header_size {
         return Some(431);
     }
-    let declared_length = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared_length {
+    match crate::fields::content_length(&req.headers) {
         Some(length) if length > settings.max_request_body_size => Some(413),
         _ => None,
     }
 }
+
+pub const ONLY_IF_CACHED_BODY: &[u8] =
+    b"504 Gateway Timeout: only-if-cached and no usable stored response\n";
 
 /// Sends a short plain-text response and keeps the client connection usable.
 pub async fn respond_text(session: &mut Session, status: u16, body: &'static [u8]) -> Result<()> {

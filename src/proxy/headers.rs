@@ -1,16 +1,17 @@
 //! Header rewrites between client and upstream: forwarding headers (`X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `Forwarded`, `Via`) and removal of hop-by-hop headers (RFC 9110 §7.6.1).
 
+use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use std::net::IpAddr;
 
 /// Our pseudonym in `Via` (RFC 9110 §7.6.3).
 pub const VIA_PSEUDONYM: &str = "parapet";
 
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+/// Hop-by-hop fields besides the connection-specific ones.
+static HOP_BY_HOP_EXTRA: [HeaderName; 2] = [TE, TRAILER];
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const FORWARDED: &str = "forwarded";
@@ -49,15 +50,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Runs on every request and response, so it allocates nothing when there is nothing to drop.
 pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
     let mut names = Vec::new();
-    let fixed = [
-        HeaderName::from_static(KEEP_ALIVE),
-        HeaderName::from_static(PROXY_CONNECTION),
-        TE,
-        TRAILER,
-    ];
-    let connection = [CONNECTION, UPGRADE];
-    let always: &[HeaderName] = if keep_upgrade { &[] } else { &connection };
-    for name in fixed.iter().chain(always) {
+    // Pingora owns the framing (Transfer-Encoding) of both sides itself.
+    let fixed = CONNECTION_SPECIFIC
+        .iter()
+        .filter(|name| **name != TRANSFER_ENCODING)
+        .filter(|name| !(keep_upgrade && (**name == CONNECTION || **name == UPGRADE)))
+        .chain(&HOP_BY_HOP_EXTRA);
+    for name in fixed {
         if headers.contains_key(name) {
             names.push(name.clone());
         }
@@ -155,15 +154,6 @@ fn forwarded_element(info: &ForwardedFor<'_>) -> String {
     }
     parts.push(format!("proto={}", info.scheme));
     parts.join(";")
-}
-
-/// The Host a request is for: the `Host` header, or the URI's authority (HTTP/2).
-pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
-    headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
 }
 
 #[cfg(test)]

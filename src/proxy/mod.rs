@@ -1,12 +1,12 @@
 //! The request pipeline: Parapet's `ProxyHttp` implementation. Each phase, in the order Pingora
 //! calls it, hands off to `route`, `upstream` and `headers`; the logic lives there.
 
-mod caching;
 mod error;
 pub mod headers;
 mod request_id;
 
 use crate::access_log;
+use crate::cache::{self, RequestCache};
 use crate::config::{Config, HashKey, ServerSettings};
 use crate::metrics::{Protocol, RouteMetrics, METRICS};
 use crate::route::{normalize_host, Router};
@@ -182,7 +182,7 @@ pub struct Ctx {
     /// Retries spent on pooled connections the server had already closed.
     stale_connection_retries: usize,
     request_body_bytes: u64,
-    cache: caching::CacheCtx,
+    cache: RequestCache,
     compression: crate::compress::RequestCompression,
 }
 
@@ -212,7 +212,7 @@ impl ProxyHttp for Parapet {
             current: None,
             stale_connection_retries: 0,
             request_body_bytes: 0,
-            cache: caching::CacheCtx::default(),
+            cache: RequestCache::default(),
             compression: Default::default(),
         }
     }
@@ -226,8 +226,8 @@ impl ProxyHttp for Parapet {
         }
         ctx.request_id = request_id::for_request(&session.req_header().headers);
         let req = session.req_header();
-        let raw_host = headers::request_host(&req.headers, &req.uri);
-        let host = raw_host.as_deref().map(normalize_host);
+        let raw_host = crate::fields::request_host(&req.headers, &req.uri);
+        let host = raw_host.map(normalize_host);
         let found = ctx
             .runtime
             .router
@@ -240,8 +240,7 @@ impl ProxyHttp for Parapet {
             }
             Some(target) => {
                 let scheme = scheme_of(session, &ctx.runtime);
-                ctx.cache =
-                    caching::CacheCtx::for_request(req, target.cache, scheme, raw_host.as_deref());
+                ctx.cache = RequestCache::new(req, target.cache, scheme, raw_host);
                 ctx.compression =
                     crate::compress::RequestCompression::new(target.compression.as_ref(), req);
                 ctx.target = Some(Arc::clone(target));
@@ -255,12 +254,12 @@ impl ProxyHttp for Parapet {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        caching::enable(session, &ctx.cache);
+        ctx.cache.enable(&mut session.cache);
         Ok(())
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        caching::cache_key(&ctx.cache)
+        ctx.cache.key()
     }
 
     async fn cache_hit_filter(
@@ -271,11 +270,15 @@ impl ProxyHttp for Parapet {
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
-        Ok(caching::hit_filter(meta, &ctx.cache))
+        Ok(ctx.cache.hit_freshness(meta))
     }
 
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        caching::may_forward(session, &ctx.cache).await
+        if !ctx.cache.only_if_cached() {
+            return Ok(true);
+        }
+        error::respond_text(session, 504, error::ONLY_IF_CACHED_BODY).await?;
+        Ok(false)
     }
 
     fn response_cache_filter(
@@ -285,12 +288,9 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
         let rules = Arc::clone(&ctx.runtime);
-        Ok(caching::response_cacheable(
-            session,
-            response,
-            &mut ctx.cache,
-            &rules.cache_rules,
-        ))
+        Ok(ctx
+            .cache
+            .response_cacheable(session.req_header(), response, &rules.cache_rules))
     }
 
     fn cache_vary_filter(
@@ -299,7 +299,7 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        caching::variance(meta, req, ctx.compression.variance())
+        cache::request::variance(meta, req, ctx.compression.variance())
     }
 
     fn should_serve_stale(
@@ -308,7 +308,7 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
         error: Option<&Error>,
     ) -> bool {
-        caching::serve_stale(&ctx.cache, error)
+        ctx.cache.serve_stale(error)
     }
 
     async fn request_body_filter(
@@ -361,7 +361,8 @@ impl ProxyHttp for Parapet {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let host = headers::request_host(&upstream_request.headers, &upstream_request.uri);
+        let host = crate::fields::request_host(&upstream_request.headers, &upstream_request.uri)
+            .map(str::to_string);
         let keep_upgrade = headers::is_upgrade_request(&upstream_request.headers);
         for name in headers::hop_by_hop_names(&upstream_request.headers, keep_upgrade) {
             upstream_request.remove_header(&name);
@@ -434,7 +435,7 @@ impl ProxyHttp for Parapet {
                     .observe(elapsed.as_secs_f64());
             }
         }
-        caching::note_upstream_response(upstream_response, &mut ctx.cache);
+        ctx.cache.note_upstream_response(upstream_response);
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         for name in headers::hop_by_hop_names(&upstream_response.headers, switching) {
             upstream_response.remove_header(&name);
@@ -521,13 +522,10 @@ impl ProxyHttp for Parapet {
         if !ctx.request_id.is_empty() {
             upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         }
-        caching::annotate(session, upstream_response, &ctx.cache)?;
+        ctx.cache.annotate(&session.cache, upstream_response)?;
         // Before the client can see the answer, so its next GET cannot race the invalidation.
-        caching::invalidate_after(
-            session.req_header(),
-            upstream_response.status.as_u16(),
-            &ctx.cache,
-        );
+        ctx.cache
+            .invalidate_after(session.req_header(), upstream_response.status.as_u16());
         if protocol_of(session) != Protocol::H3 {
             if let Some(alt_svc) = door_of(session, &ctx.runtime).and_then(|d| d.alt_svc.clone()) {
                 upstream_response.insert_header(http::header::ALT_SVC, alt_svc)?;
@@ -545,7 +543,7 @@ impl ProxyHttp for Parapet {
     ) -> Result<Option<Duration>> {
         let sent = body.as_ref().map_or(0, |b| b.len() as u64);
         ctx.response_body_bytes += sent;
-        caching::count_body(session, sent as usize);
+        cache::request::count_body(&session.cache, sent as usize);
         METRICS.downstream_bytes_out[protocol_of(session) as usize].inc_by(sent);
         Ok(None)
     }
@@ -635,7 +633,9 @@ fn access_entry(
             .map(|a| a.to_string())
             .unwrap_or_default(),
         method: req.method.to_string(),
-        host: headers::request_host(&req.headers, &req.uri).unwrap_or_default(),
+        host: crate::fields::request_host(&req.headers, &req.uri)
+            .unwrap_or_default()
+            .to_string(),
         path: req
             .uri
             .path_and_query()
@@ -696,8 +696,8 @@ fn hash_key(session: &Session, upstream: &Upstream) -> Vec<u8> {
             .path_and_query()
             .map(|p| p.as_str().as_bytes().to_vec())
             .unwrap_or_default(),
-        HashKey::Host => headers::request_host(&req.headers, &req.uri)
-            .map(|h| normalize_host(&h).into_bytes())
+        HashKey::Host => crate::fields::request_host(&req.headers, &req.uri)
+            .map(|h| normalize_host(h).into_bytes())
             .unwrap_or_default(),
         HashKey::Header(name) => req
             .headers

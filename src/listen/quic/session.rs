@@ -17,6 +17,7 @@
 //! [`read_body_bytes`]: custom::Session::read_body_bytes
 //! [`read_body_or_idle`]: custom::Session::read_body_or_idle
 
+use crate::fields::CONNECTION_SPECIFIC;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -58,14 +59,8 @@ pub(super) fn request_header(
     let (mut parts, ()) = request.into_parts();
     let headers = &mut parts.headers;
     // Connection-specific fields make an HTTP/3 message malformed (RFC 9114 §4.2).
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        if headers.contains_key(&name) {
+    for name in &CONNECTION_SPECIFIC {
+        if headers.contains_key(name) {
             return Err(format!("connection-specific field {name}"));
         }
     }
@@ -145,15 +140,6 @@ fn join_cookies(headers: &mut HeaderMap) {
         headers.insert(header::COOKIE, value);
     }
 }
-
-/// Response fields HTTP/3 forbids (RFC 9114 §4.2); a peer would treat them as malformed.
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "transfer-encoding",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
 
 fn h3_error(kind: ErrorType, context: &'static str, e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(kind, format!("{context}: {e}"))
@@ -372,7 +358,8 @@ impl H3Session {
 
     async fn send_header(&mut self, header: &ResponseHeader) -> Result<()> {
         let mut parts = header.as_owned_parts();
-        for name in CONNECTION_SPECIFIC {
+        // A peer would treat them as malformed (RFC 9114 §4.2).
+        for name in &CONNECTION_SPECIFIC {
             parts.headers.remove(name);
         }
         if !parts.headers.contains_key(header::DATE) && !header.status.is_informational() {
