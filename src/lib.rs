@@ -19,6 +19,7 @@ pub mod fields;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
+pub mod refusal;
 pub mod route;
 pub mod tls;
 pub mod upstream;

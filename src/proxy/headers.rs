@@ -1,10 +1,14 @@
 //! Header rewrites between client and upstream: forwarding headers (`X-Forwarded-For`,
-//! `X-Forwarded-Proto`, `Forwarded`, `Via`) and removal of hop-by-hop headers (RFC 9110 §7.6.1).
+//! `X-Forwarded-Proto`, `Forwarded`, `Via`), removal of hop-by-hop headers (RFC 9110 §7.6.1),
+//! the origin-form target and `Host` upstream, and what Parapet adds to responses (`Via`,
+//! `X-Request-Id`, `Alt-Svc`).
 
 use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType};
 use std::net::IpAddr;
 
 /// Our pseudonym in `Via` (RFC 9110 §7.6.3).
@@ -117,6 +121,73 @@ pub fn response_via(headers: &HeaderMap, upstream_version: http::Version) -> Str
         VIA.as_str(),
         &format!("{} {VIA_PSEUDONYM}", via_version(upstream_version)),
     )
+}
+
+/// The request as the upstream gets it: hop-by-hop headers dropped, forwarding headers and the
+/// request id added, `Host` from `:authority` for HTTP/2 and HTTP/3 clients, and an
+/// origin-form target (RFC 9112 §3.2.1).
+pub fn rewrite_request(
+    request: &mut RequestHeader,
+    info: &ForwardedFor<'_>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let keep_upgrade = is_upgrade_request(&request.headers);
+    for name in hop_by_hop_names(&request.headers, keep_upgrade) {
+        request.remove_header(&name);
+    }
+    for (name, value) in forwarding_headers(&request.headers, info) {
+        request.insert_header(name, value)?;
+    }
+    request.insert_header(super::request_id::HEADER, request_id)?;
+    if let Some(host) = info.host {
+        if !request.headers.contains_key(http::header::HOST) {
+            request.insert_header(http::header::HOST, host)?;
+        }
+    }
+    if request.uri.authority().is_some() {
+        let origin_form = request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        request.set_uri(
+            origin_form
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad request target"))?,
+        );
+    }
+    Ok(())
+}
+
+/// The upstream's response header on its way to the client: hop-by-hop headers dropped (kept
+/// for a protocol switch), `Via` added.
+pub fn rewrite_response(response: &mut ResponseHeader) -> pingora::Result<()> {
+    let switching = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    for name in hop_by_hop_names(&response.headers, switching) {
+        response.remove_header(&name);
+    }
+    let via = response_via(&response.headers, response.version);
+    response.insert_header(VIA, via)?;
+    Ok(())
+}
+
+/// The request id on every proxied or cached response.
+pub fn add_request_id(response: &mut ResponseHeader, request_id: &str) -> pingora::Result<()> {
+    if !request_id.is_empty() {
+        response.insert_header(super::request_id::HEADER, request_id)?;
+    }
+    Ok(())
+}
+
+/// `Alt-Svc`, where the door offers HTTP/3 to a client not on it yet.
+pub fn add_alt_svc(
+    response: &mut ResponseHeader,
+    alt_svc: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    if let Some(alt_svc) = alt_svc {
+        response.insert_header(http::header::ALT_SVC, alt_svc.clone())?;
+    }
+    Ok(())
 }
 
 fn append_list(headers: &HeaderMap, name: &str, ours: &str) -> String {
