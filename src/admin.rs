@@ -147,9 +147,9 @@ impl Admin {
                 StatusCode::OK,
                 &json!({"reloaded": true, "config_hash": report.config_hash, "note": report.listeners_unchanged_note}),
             ),
-            Err(message) => json_reply(
+            Err(e) => json_reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"reloaded": false, "error": message}),
+                &json!({"reloaded": false, "error": e.to_string()}),
             ),
         }
     }

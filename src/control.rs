@@ -1,7 +1,7 @@
 //! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams and
 //! health checks in one step while requests keep flowing. A bad file changes nothing.
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::listen::{certificate_set, Resolvers};
 use crate::metrics::METRICS;
 use crate::proxy::Runtime;
@@ -21,6 +21,18 @@ pub struct ReloadReport {
     pub config_hash: String,
     /// Set when the new file changes listeners, which only an upgrade can apply.
     pub listeners_unchanged_note: Option<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: cannot read the config file: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
 }
 
 /// The running config and the handles a reload swaps.
@@ -78,27 +90,16 @@ impl Control {
     }
 
     /// Loads and applies the config file again. On error nothing changes.
-    pub fn reload(&self) -> Result<ReloadReport, String> {
-        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
-            format!(
-                "{}: cannot read the config file: {e}",
-                self.config_path.display()
-            )
-        });
-        let loaded = text.and_then(|text| {
-            Config::parse(&text, &self.config_path)
-                .map(|config| (config, config_hash(&text)))
-                .map_err(|e| e.to_string())
-        });
-        let (config, hash) = match loaded {
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (config, hash) = match self.load() {
             Ok(loaded) => loaded,
-            Err(message) => {
+            Err(e) => {
                 METRICS
                     .config_reloads
                     .with_label_values(&[RELOAD_FAILED])
                     .inc();
-                tracing::error!(error = %message, "config reload rejected; the running config stays");
-                return Err(message);
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                return Err(e);
             }
         };
         let mut current = self.current.lock();
@@ -125,6 +126,17 @@ impl Control {
 }
 
 impl Control {
+    /// The config file, read and validated, and its hash.
+    fn load(&self) -> Result<(Config, String), ReloadError> {
+        let text =
+            std::fs::read_to_string(&self.config_path).map_err(|source| ReloadError::Read {
+                path: self.config_path.clone(),
+                source,
+            })?;
+        let config = Config::parse(&text, &self.config_path)?;
+        Ok((config, config_hash(&text)))
+    }
+
     /// New certificates for listeners that stay; a listener's TLS on/off needs an upgrade.
     fn replace_certificates(&self, config: &Config) {
         for listener in &config.listeners {

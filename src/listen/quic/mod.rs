@@ -104,6 +104,30 @@ pub fn quic_service(
     }
 }
 
+/// Why the QUIC listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("cannot duplicate the inherited UDP socket: {0}")]
+    DuplicateInherited(std::io::Error),
+    #[error("cannot bind UDP {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot duplicate the UDP socket: {0}")]
+    Duplicate(std::io::Error),
+    #[error("cannot make the UDP socket non-blocking: {0}")]
+    NonBlocking(std::io::Error),
+    #[error("cannot start the QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+    #[error("TLS 1.3 for QUIC: {0}")]
+    Tls13(rustls::Error),
+    #[error("TLS config for QUIC: {0}")]
+    QuicTls(quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("idle_timeout {0:?} is too long for QUIC")]
+    IdleTimeout(Duration),
+}
+
 /// The key of the UDP socket in Pingora's listen-fd table (TCP sockets use the bare address).
 fn fd_key(address: SocketAddr) -> String {
     format!("udp://{address}")
@@ -149,7 +173,7 @@ impl Service for QuicService {
 impl QuicService {
     /// The UDP socket: inherited from the previous process on an upgrade, else bound here and
     /// registered so the next upgrade inherits it.
-    fn socket(&self, fds: Option<ListenFds>) -> Result<UdpSocket, String> {
+    fn socket(&self, fds: Option<ListenFds>) -> Result<UdpSocket, QuicError> {
         let key = fd_key(self.address);
         let inherited = fds.as_ref().and_then(|fds| fds.lock().get(&key).copied());
         if let Some(fd) = inherited {
@@ -157,7 +181,7 @@ impl QuicService {
             // borrowed here to duplicate it.
             let owned = unsafe { BorrowedFd::borrow_raw(fd) }
                 .try_clone_to_owned()
-                .map_err(|e| format!("cannot duplicate the inherited UDP socket: {e}"))?;
+                .map_err(QuicError::DuplicateInherited)?;
             let socket = UdpSocket::from(owned);
             match socket.local_addr() {
                 Ok(local) if local == self.address => {
@@ -169,24 +193,26 @@ impl QuicService {
                 }
             }
         }
-        let socket = UdpSocket::bind(self.address)
-            .map_err(|e| format!("cannot bind UDP {}: {e}", self.address))?;
+        let socket = UdpSocket::bind(self.address).map_err(|source| QuicError::Bind {
+            address: self.address,
+            source,
+        })?;
         if let Some(fds) = fds {
             // The table gets its own descriptor, so it stays valid whatever happens to ours.
             let copy: OwnedFd = socket
                 .try_clone()
                 .map(OwnedFd::from)
-                .map_err(|e| format!("cannot duplicate the UDP socket: {e}"))?;
+                .map_err(QuicError::Duplicate)?;
             fds.lock().add(key, copy.into_raw_fd());
         }
         Ok(socket)
     }
 
-    fn endpoint(&self, fds: Option<ListenFds>) -> Result<(quinn::Endpoint, RawFd), String> {
+    fn endpoint(&self, fds: Option<ListenFds>) -> Result<(quinn::Endpoint, RawFd), QuicError> {
         let socket = self.socket(fds)?;
         socket
             .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the UDP socket non-blocking: {e}"))?;
+            .map_err(QuicError::NonBlocking)?;
         let raw = socket.as_raw_fd();
         let server_config = server_config(&self.resolver, &self.limits)?;
         let endpoint = quinn::Endpoint::new(
@@ -195,7 +221,7 @@ impl QuicService {
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|e| format!("cannot start the QUIC endpoint: {e}"))?;
+        .map_err(QuicError::Endpoint)?;
         Ok((endpoint, raw))
     }
 }
@@ -204,17 +230,16 @@ impl QuicService {
 fn server_config(
     resolver: &Arc<SniResolver>,
     limits: &Http3Limits,
-) -> Result<quinn::ServerConfig, String> {
+) -> Result<quinn::ServerConfig, QuicError> {
     crate::tls::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| format!("TLS 1.3 for QUIC: {e}"))?
+        .map_err(QuicError::Tls13)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
     tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| format!("TLS config for QUIC: {e}"))?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(QuicError::QuicTls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
 
     let mut transport = quinn::TransportConfig::default();
@@ -224,12 +249,8 @@ fn server_config(
         .stream_receive_window(quinn::VarInt::from_u32(limits.stream_receive_window))
         .receive_window(quinn::VarInt::from_u32(limits.receive_window))
         .send_window(u64::from(limits.receive_window).max(u64::from(limits.stream_receive_window)));
-    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout).map_err(|_| {
-        format!(
-            "idle_timeout {:?} is too long for QUIC",
-            limits.idle_timeout
-        )
-    })?;
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|_| QuicError::IdleTimeout(limits.idle_timeout))?;
     transport.max_idle_timeout(Some(idle));
     config.transport_config(Arc::new(transport));
     Ok(config)
