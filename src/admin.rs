@@ -4,7 +4,7 @@
 
 use crate::config::{AccessLogTarget, Config, HealthCheckKind};
 use crate::control::Control;
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -83,7 +83,7 @@ impl ServeHttp for Admin {
 
 impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
-        refresh_upstream_gauges(&self.control);
+        crate::upstream::metrics::refresh_gauges(self.control.runtime().upstreams.iter());
         crate::cache::refresh_gauges();
         reply(StatusCode::OK, PROMETHEUS_TEXT, metrics::render())
     }
@@ -305,24 +305,6 @@ fn percent_decode(text: &str) -> String {
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn refresh_upstream_gauges(control: &Control) {
-    let runtime = control.runtime();
-    let now = Instant::now();
-    for (name, upstream) in &runtime.upstreams {
-        for server in &upstream.servers {
-            let labels = [name.as_str(), &server.address.to_string()];
-            METRICS
-                .upstream_in_flight
-                .with_label_values(&labels)
-                .set(server.in_flight() as i64);
-            METRICS
-                .upstream_healthy
-                .with_label_values(&labels)
-                .set(i64::from(server.is_up(now)));
-        }
-    }
 }
 
 fn seconds(duration: std::time::Duration) -> String {

@@ -2,18 +2,48 @@
 //! health checks in one step while requests keep flowing. A bad file changes nothing.
 
 use crate::config::{Config, ConfigError, ListenerConfig};
-use crate::listen::{certificate_set, Resolvers};
-use crate::metrics::METRICS;
+use crate::metrics::{counter_vec, gauge, gauge_vec};
 use crate::proxy::Runtime;
+use crate::tls::Resolvers;
 use crate::upstream::health::HealthSupervisor;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 const RELOAD_OK: &str = "success";
 const RELOAD_FAILED: &str = "failure";
+
+/// Reloads and the config in force.
+struct ConfigMetrics {
+    reloads: IntCounterVec,
+    info: IntGaugeVec,
+    loaded_time: IntGauge,
+}
+
+static CONFIG_METRICS: LazyLock<ConfigMetrics> = LazyLock::new(|| ConfigMetrics {
+    reloads: counter_vec(
+        "config_reloads_total",
+        "Config reloads, by result.",
+        &["result"],
+    ),
+    info: gauge_vec(
+        "config_info",
+        "The running config's SHA-256 (first 16 hex digits); always 1.",
+        &["hash"],
+    ),
+    loaded_time: gauge(
+        "config_loaded_timestamp_seconds",
+        "When the running config was loaded (Unix time).",
+    ),
+});
+
+/// Registers the config metrics (at start).
+pub fn register_metrics() {
+    LazyLock::force(&CONFIG_METRICS);
+}
 
 /// What a reload did, for the log and the admin answer.
 #[derive(Debug)]
@@ -52,14 +82,14 @@ pub fn config_hash(text: &str) -> String {
 
 /// Records the loaded config's hash and time in metrics.
 pub fn record_loaded(hash: &str) {
-    METRICS.config_info.reset();
-    METRICS.config_info.with_label_values(&[hash]).set(1);
+    CONFIG_METRICS.info.reset();
+    CONFIG_METRICS.info.with_label_values(&[hash]).set(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    METRICS
-        .config_loaded_time
+    CONFIG_METRICS
+        .loaded_time
         .set(i64::try_from(now).unwrap_or(i64::MAX));
 }
 
@@ -94,8 +124,8 @@ impl Control {
         let (config, hash) = match self.load() {
             Ok(loaded) => loaded,
             Err(e) => {
-                METRICS
-                    .config_reloads
+                CONFIG_METRICS
+                    .reloads
                     .with_label_values(&[RELOAD_FAILED])
                     .inc();
                 tracing::error!(error = %e, "config reload rejected; the running config stays");
@@ -112,7 +142,7 @@ impl Control {
         self.health.restart(&upstreams);
         self.replace_certificates(&config);
         *current = config;
-        METRICS.config_reloads.with_label_values(&[RELOAD_OK]).inc();
+        CONFIG_METRICS.reloads.with_label_values(&[RELOAD_OK]).inc();
         record_loaded(&hash);
         if let Some(note) = &note {
             tracing::warn!("{note}");
@@ -142,7 +172,7 @@ impl Control {
         for listener in &config.listeners {
             if let Some(resolver) = self.resolvers.get(&listener.address) {
                 if listener.is_tls() {
-                    resolver.replace(certificate_set(listener));
+                    resolver.replace(listener.certificate_set());
                 }
             }
         }
@@ -169,7 +199,7 @@ fn forget_removed_servers(old: &Runtime, new: &Runtime) {
                 .get(name)
                 .is_some_and(|u| u.servers.iter().any(|s| Arc::ptr_eq(s, server)));
             if !kept {
-                crate::metrics::ServerMetrics::forget(name, &server.address.to_string());
+                crate::upstream::metrics::ServerMetrics::forget(name, &server.address.to_string());
             }
         }
     }

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod refusal;
 pub mod route;
+pub mod server;
 pub mod tls;
 pub mod upstream;

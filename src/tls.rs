@@ -5,15 +5,45 @@
 //! The same [`SniResolver`] serves the TCP listeners (TLS 1.2/1.3, ALPN h2 and http/1.1) and
 //! the QUIC listener (TLS 1.3, ALPN h3); reload swaps its certificate set in place.
 
+use crate::metrics::counter;
 use arc_swap::ArcSwap;
+use prometheus::IntCounter;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+/// TLS handshakes, TCP and QUIC.
+pub struct TlsMetrics {
+    pub client_hellos: IntCounter,
+    pub handshakes: IntCounter,
+}
+
+pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    TlsMetrics {
+    client_hellos: counter(
+        "tls_client_hellos_total",
+        "TLS handshakes begun (ClientHello received), TCP and QUIC.",
+    ),
+    handshakes: counter(
+        "tls_handshakes_total",
+        "TLS handshakes completed (TCP listeners and QUIC); begun minus completed failed or are in progress.",
+    ),
+}
+});
+
+/// Registers the TLS metrics (at start, so they show before the first handshake).
+pub fn register_metrics() {
+    LazyLock::force(&TLS_METRICS);
+}
+
+/// One SNI resolver per TLS listener, keyed by address so a reload can swap certificates.
+pub type Resolvers = HashMap<SocketAddr, Arc<SniResolver>>;
 
 /// A loaded certificate chain and key, with the DNS names and IPs it covers.
 pub struct LoadedCertificate {
@@ -252,7 +282,7 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        crate::metrics::METRICS.tls_client_hellos.inc();
+        TLS_METRICS.client_hellos.inc();
         self.set.load().choose(hello.server_name())
     }
 }

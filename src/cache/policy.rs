@@ -2,23 +2,12 @@
 //! how long (with the upstream `Age` counted), what a request's own Cache-Control asks of a
 //! stored response, and edge rules that fill in (or, forced, replace) origin freshness.
 
+use crate::config::CacheRule;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::http::ResponseHeader;
 use std::time::{Duration, SystemTime};
-
-/// An edge rule (`[[cache.rule]]`): applies to request paths matching `glob`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub glob: String,
-    /// Freshness when the origin gives none (or always, with `force`).
-    pub ttl: Duration,
-    /// Replace the origin's freshness; never overrides no-store or private.
-    pub force: bool,
-    /// Store responses carrying Set-Cookie, with Set-Cookie removed from the stored copy.
-    pub cache_set_cookie: bool,
-}
 
 /// `*` matches any run of characters (including `/`), `?` exactly one.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
@@ -44,7 +33,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 }
 
 /// The first rule whose glob matches the path.
-pub fn rule_for<'a>(rules: &'a [Rule], path: &str) -> Option<&'a Rule> {
+pub fn rule_for<'a>(rules: &'a [CacheRule], path: &str) -> Option<&'a CacheRule> {
     rules.iter().find(|rule| glob_matches(&rule.glob, path))
 }
 
@@ -210,7 +199,7 @@ pub fn storable(
     method: &Method,
     request_headers: &HeaderMap,
     response: &ResponseHeader,
-    rule: Option<&Rule>,
+    rule: Option<&CacheRule>,
     now: SystemTime,
 ) -> Result<Freshness, NotStored> {
     if *method != Method::GET && *method != Method::HEAD {
@@ -290,7 +279,7 @@ fn vary_star(headers: &HeaderMap) -> bool {
 fn freshness_lifetime(
     cc: Option<&CacheControl>,
     response: &ResponseHeader,
-    rule: Option<&Rule>,
+    rule: Option<&CacheRule>,
     now: SystemTime,
 ) -> Option<Duration> {
     if let Some(rule) = rule.filter(|r| r.force) {
@@ -466,13 +455,13 @@ mod tests {
     fn store(
         resp: &ResponseHeader,
         req: &HeaderMap,
-        rule: Option<&Rule>,
+        rule: Option<&CacheRule>,
     ) -> Result<Freshness, &'static str> {
         storable(&Method::GET, req, resp, rule, SystemTime::now()).map_err(NotStored::as_str)
     }
 
-    fn rule(ttl: u64, force: bool) -> Rule {
-        Rule {
+    fn rule(ttl: u64, force: bool) -> CacheRule {
+        CacheRule {
             glob: "/*".into(),
             ttl: Duration::from_secs(ttl),
             force,
@@ -629,7 +618,7 @@ mod tests {
 
     #[test]
     fn set_cookie_is_stripped_when_a_rule_allows_storing_it() {
-        let allow = Rule {
+        let allow = CacheRule {
             cache_set_cookie: true,
             ..rule(60, false)
         };

@@ -4,9 +4,10 @@
 //! phases; the decisions themselves are the pure functions of [`super::policy`].
 
 use super::metrics::CACHE_METRICS;
-use super::policy::{self, HitDecision, NotStored, RequestDirectives, Rule, StaleCause};
+use super::policy::{self, HitDecision, NotStored, RequestDirectives, StaleCause};
 use super::status::{self, Outcome, StatusFacts};
 use super::{key, purge};
+use crate::config::CacheRule;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{
     CacheMeta, CacheOptionOverrides, ForcedFreshness, HttpCache, NoCacheReason, RespCacheable,
@@ -121,7 +122,7 @@ impl RequestCache {
         &mut self,
         req: &RequestHeader,
         response: &ResponseHeader,
-        rules: &[Rule],
+        rules: &[CacheRule],
     ) -> RespCacheable {
         let merged = self
             .not_modified_headers

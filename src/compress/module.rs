@@ -7,10 +7,10 @@
 
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use super::metrics::COMPRESSION;
 use super::negotiate::Algorithm;
 use super::policy::{self, Action};
 use super::Plan;
-use crate::metrics::COMPRESSION;
 use crate::refusal::Refusal;
 use async_trait::async_trait;
 use bytes::Bytes;

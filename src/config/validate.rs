@@ -445,7 +445,7 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
                     "must start with \"/\" (a glob on the request path)",
                 );
             }
-            crate::cache::policy::Rule {
+            CacheRule {
                 glob: rule.path.clone(),
                 ttl: checker.duration(&Some(rule.ttl.clone()), &here.key("ttl"), Duration::ZERO),
                 force: rule.force.unwrap_or(false),

@@ -6,7 +6,7 @@ use super::runtime::{RouteTarget, Runtime};
 use super::{limits, request_id};
 use crate::cache::RequestCache;
 use crate::compress::RequestCompression;
-use crate::metrics::{Protocol, METRICS};
+use crate::metrics::Protocol;
 use crate::refusal::Refusal;
 use crate::route::normalize_host;
 use crate::upstream::attempts::Attempts;
@@ -117,14 +117,14 @@ impl Ctx {
     /// Counts a piece of the request body; refuses a body past `max_request_body_size`.
     pub fn received_body(&mut self, bytes: u64, protocol: Protocol) -> Result<(), Refusal> {
         self.request_body_bytes += bytes;
-        METRICS.downstream_bytes_in[protocol as usize].inc_by(bytes);
+        super::metrics::count_body_in(protocol, bytes);
         limits::check_body(self.request_body_bytes, &self.runtime.settings)
     }
 
     /// Counts a piece of the response body.
     pub fn sent_body(&mut self, bytes: u64, protocol: Protocol) {
         self.response_body_bytes += bytes;
-        METRICS.downstream_bytes_out[protocol as usize].inc_by(bytes);
+        super::metrics::count_body_out(protocol, bytes);
     }
 }
 

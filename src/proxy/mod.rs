@@ -8,11 +8,13 @@
 mod ctx;
 pub mod headers;
 mod limits;
+mod metrics;
 mod record;
 mod request_id;
 mod runtime;
 
 pub use ctx::{active_requests, Ctx};
+pub use metrics::register as register_metrics;
 pub use runtime::{DoorFacts, RouteTarget, Runtime};
 
 use crate::cache;

@@ -2,8 +2,8 @@
 //! with each route's target, the upstream groups, facts about each listener's port, and the
 //! cache rules.
 
+use super::metrics::RouteMetrics;
 use crate::config::{Config, ServerSettings};
-use crate::metrics::RouteMetrics;
 use crate::route::Router;
 use crate::upstream::{ServerState, Upstream};
 use pingora::proxy::Session;
@@ -34,7 +34,7 @@ pub struct Runtime {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// What a request can learn from the port it arrived on.
     pub doors: HashMap<u16, DoorFacts>,
-    pub cache_rules: Vec<crate::cache::policy::Rule>,
+    pub cache_rules: Vec<crate::config::CacheRule>,
 }
 
 /// Facts about the listener on one port.

@@ -27,7 +27,7 @@ impl Attempts {
         self.current = None;
         let selection = upstream.select(&self.tried, hash_key)?;
         if !self.tried.is_empty() {
-            upstream.count_retry();
+            super::metrics::count_retry(&upstream.config.name);
         }
         self.tried.push(selection.index);
         self.started = Some(Instant::now());

@@ -7,12 +7,13 @@
 
 pub mod attempts;
 pub mod health;
+pub mod metrics;
 mod peer;
 pub mod retry;
 pub mod select;
 
 use crate::config::{Balance, HashKey, ServerConfig, UpstreamConfig};
-use crate::metrics::ServerMetrics;
+use metrics::ServerMetrics;
 use parking_lot::Mutex;
 use select::Candidate;
 use std::net::SocketAddr;
@@ -353,14 +354,6 @@ impl Upstream {
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
         }
-    }
-
-    /// Counts a try after the first.
-    fn count_retry(&self) {
-        crate::metrics::METRICS
-            .upstream_retries
-            .with_label_values(&[&self.config.name])
-            .inc();
     }
 
     /// Servers up by both active and passive health right now.

@@ -18,9 +18,9 @@ mod session;
 
 use super::OpenConnection;
 use crate::config::{Http3Limits, ListenerConfig};
-use crate::metrics::{Protocol, METRICS};
+use crate::metrics::Protocol;
 use crate::proxy::Parapet;
-use crate::tls::SniResolver;
+use crate::tls::{SniResolver, TLS_METRICS};
 use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
@@ -365,7 +365,7 @@ async fn serve_connection(
             return;
         }
     };
-    METRICS.tls_handshakes.inc();
+    TLS_METRICS.handshakes.inc();
     let _open = OpenConnection::count(Protocol::H3);
     let info = Arc::new(connection_info(&connection, local_ip, &shared));
     let mut h3 = match shared
