@@ -14,6 +14,9 @@
 //!   requests finish, then the connection closes; new connection attempts are ignored, so that
 //!   on an upgrade their retransmissions reach the new process.
 
+#[cfg(test)]
+mod harness;
+mod request;
 mod session;
 
 use super::OpenConnection;
@@ -494,10 +497,10 @@ async fn serve_request(
         recv.stop_sending(Code::H3_REQUEST_REJECTED);
         return;
     }
-    let header = match session::request_header(request) {
+    let header = match request::request_header(request) {
         Ok(header) => header,
         Err(why) => {
-            tracing::debug!(client = %info.client, why, "malformed h3 request");
+            tracing::debug!(client = %info.client, %why, "malformed h3 request");
             send.stop_stream(Code::H3_MESSAGE_ERROR);
             recv.stop_sending(Code::H3_MESSAGE_ERROR);
             return;
