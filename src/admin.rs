@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, and the
-//! mutating `POST /reload` (and `POST /purge` once the cache exists), which need
+//! mutating `POST /reload`, `POST /purge` and `PURGE URL`, which need
 //! `Authorization: Bearer <token>` with the token read from `[admin] token_file`.
 
 use crate::config::{AccessLogTarget, Config, HealthCheckKind};

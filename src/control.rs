@@ -1,5 +1,6 @@
-//! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams and
-//! health checks in one step while requests keep flowing. A bad file changes nothing.
+//! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams, health
+//! checks and certificates in one step while requests keep flowing. A bad file changes
+//! nothing. Also the config's hash and the reload metrics.
 
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::metrics::{counter_vec, gauge, gauge_vec};

@@ -1,6 +1,7 @@
 //! TLS material: loading certificate/key pairs (with errors naming the file and the fault),
-//! choosing one by SNI (exact name, then the longest wildcard, then the first as default),
-//! and making development certificates (a local CA and a localhost leaf it signs).
+//! certificate sets and choosing one by SNI (exact name, then the longest wildcard, then the
+//! first as default), the resolvers of the TLS listeners, the handshake counters, and making
+//! development certificates (a local CA and a localhost leaf it signs).
 //!
 //! The same [`SniResolver`] serves the TCP listeners (TLS 1.2/1.3, ALPN h2 and http/1.1) and
 //! the QUIC listener (TLS 1.3, ALPN h3); reload swaps its certificate set in place.

@@ -1,5 +1,7 @@
 //! Upstream groups: each server's live state (in-flight count, active and passive health),
-//! selection by the configured balance, and the guard that keeps in-flight counts exact.
+//! selection by the configured balance (`select`), the guard that keeps in-flight counts
+//! exact, one request's tries and the retry decision (`attempts`, `retry`), the peer of a try
+//! (`peer`), active health checks (`health`) and the upstream metric handles (`metrics`).
 //!
 //! A server's state lives in an `Arc<ServerState>` that outlives any one request and is what
 //! a reload will carry over; the in-flight count is only ever changed by [`InFlightGuard`],

@@ -5,8 +5,10 @@
 //!   (shared with the TCP door, so a reload's new certificates apply to both).
 //! - Limits from `[http3]`: concurrent request streams, stream and connection receive windows
 //!   and the idle timeout (QUIC transport), the field section size (h3).
-//! - Each request stream becomes a [`session::H3Session`] handed to
-//!   `HttpProxy::process_new_http`, so routing, balancing, pools and metrics are the TCP ones.
+//! - Each request stream's header is converted and checked (`request`), then the stream
+//!   becomes a [`session::H3Session`] handed to `HttpProxy::process_new_http`, so routing,
+//!   balancing, pools, refusals and metrics are the TCP ones. `harness` (tests only) pairs a
+//!   real h3 client with a session in process.
 //! - Graceful upgrade: the UDP socket sits in Pingora's listen-fd table under `udp://ADDR`, so
 //!   SIGQUIT hands it to the new process with the TCP sockets; a process started with
 //!   `--upgrade` takes it from there instead of binding.
