@@ -112,8 +112,8 @@ fn types(checker: &mut Checker, list: &[String], path: &KeyPath) -> Vec<TypePatt
         .enumerate()
         .filter_map(|(index, text)| match TypePattern::parse(text) {
             Ok(pattern) => Some(pattern),
-            Err(message) => {
-                checker.problem(&path.index(index), message);
+            Err(e) => {
+                checker.problem(&path.index(index), e.to_string());
                 None
             }
         })
