@@ -3,17 +3,31 @@
 //! requests), written to stdout or a file, and reopened on request (SIGUSR1) for rotation.
 
 use crate::config::{AccessLogConfig, AccessLogTarget};
-use crate::metrics::METRICS;
+use crate::metrics::counter;
+use prometheus::IntCounter;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 /// How long the writer waits for more lines before flushing what it has.
 const FLUSH_AFTER_IDLE_MS: u64 = 200;
+
+/// Lines dropped because the buffer was full.
+static DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "access_log_dropped_total",
+        "Access log lines dropped because the log buffer was full.",
+    )
+});
+
+/// Registers the access log's metric (at start).
+pub fn register_metrics() {
+    LazyLock::force(&DROPPED);
+}
 
 /// One request, as logged.
 #[derive(Debug, Serialize)]
@@ -69,7 +83,7 @@ pub fn log(entry: &Entry) {
         return;
     };
     if let Err(TrySendError::Full(_)) = sender.try_send(Message::Line(line)) {
-        METRICS.access_log_dropped.inc();
+        DROPPED.inc();
     }
 }
 

@@ -1,12 +1,13 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, the status
-//! page (`/` and `/status.json`), and the mutating `POST /reload` and `POST /purge`, which need
+//! page (`/` and `/status.json`), and the mutating `POST /reload`, `POST /purge` and `PURGE URL`,
+//! which need
 //! `Authorization: Bearer <token>` with the token read from `[admin] token_file`.
 
 mod status;
 
 use crate::config::{AccessLogTarget, Config, HealthCheckKind};
 use crate::control::Control;
-use crate::metrics::{self, METRICS};
+use crate::metrics;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -87,7 +88,7 @@ impl ServeHttp for Admin {
 
 impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
-        refresh_upstream_gauges(&self.control);
+        crate::upstream::metrics::refresh_gauges(self.control.runtime().upstreams.iter());
         crate::cache::refresh_gauges();
         reply(StatusCode::OK, PROMETHEUS_TEXT, metrics::render())
     }
@@ -143,9 +144,9 @@ impl Admin {
                 StatusCode::OK,
                 &json!({"reloaded": true, "config_hash": report.config_hash, "note": report.listeners_unchanged_note}),
             ),
-            Err(message) => json_reply(
+            Err(e) => json_reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"reloaded": false, "error": message}),
+                &json!({"reloaded": false, "error": e.to_string()}),
             ),
         }
     }
@@ -301,24 +302,6 @@ fn percent_decode(text: &str) -> String {
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn refresh_upstream_gauges(control: &Control) {
-    let runtime = control.runtime();
-    let now = Instant::now();
-    for (name, upstream) in &runtime.upstreams {
-        for server in &upstream.servers {
-            let labels = [name.as_str(), &server.address.to_string()];
-            METRICS
-                .upstream_in_flight
-                .with_label_values(&labels)
-                .set(server.in_flight() as i64);
-            METRICS
-                .upstream_healthy
-                .with_label_values(&labels)
-                .set(i64::from(server.is_up(now)));
-        }
-    }
 }
 
 fn seconds(duration: std::time::Duration) -> String {

@@ -1,19 +1,50 @@
-//! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams and
-//! health checks in one step while requests keep flowing. A bad file changes nothing.
+//! Reload: re-reads the config file, validates it whole, and swaps routes, upstreams, health
+//! checks and certificates in one step while requests keep flowing. A bad file changes
+//! nothing. Also the config's hash and the reload metrics.
 
-use crate::config::{Config, ListenerConfig};
-use crate::listen::{certificate_set, Resolvers};
-use crate::metrics::METRICS;
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::metrics::{counter_vec, gauge, gauge_vec};
 use crate::proxy::Runtime;
+use crate::tls::Resolvers;
 use crate::upstream::health::HealthSupervisor;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 const RELOAD_OK: &str = "success";
 const RELOAD_FAILED: &str = "failure";
+
+/// Reloads and the config in force.
+struct ConfigMetrics {
+    reloads: IntCounterVec,
+    info: IntGaugeVec,
+    loaded_time: IntGauge,
+}
+
+static CONFIG_METRICS: LazyLock<ConfigMetrics> = LazyLock::new(|| ConfigMetrics {
+    reloads: counter_vec(
+        "config_reloads_total",
+        "Config reloads, by result.",
+        &["result"],
+    ),
+    info: gauge_vec(
+        "config_info",
+        "The running config's SHA-256 (first 16 hex digits); always 1.",
+        &["hash"],
+    ),
+    loaded_time: gauge(
+        "config_loaded_timestamp_seconds",
+        "When the running config was loaded (Unix time).",
+    ),
+});
+
+/// Registers the config metrics (at start).
+pub fn register_metrics() {
+    LazyLock::force(&CONFIG_METRICS);
+}
 
 /// What a reload did, for the log and the admin answer.
 #[derive(Debug)]
@@ -21,6 +52,18 @@ pub struct ReloadReport {
     pub config_hash: String,
     /// Set when the new file changes listeners, which only an upgrade can apply.
     pub listeners_unchanged_note: Option<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: cannot read the config file: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
 }
 
 /// The running config and the handles a reload swaps.
@@ -40,14 +83,14 @@ pub fn config_hash(text: &str) -> String {
 
 /// Records the loaded config's hash and time in metrics.
 pub fn record_loaded(hash: &str) {
-    METRICS.config_info.reset();
-    METRICS.config_info.with_label_values(&[hash]).set(1);
+    CONFIG_METRICS.info.reset();
+    CONFIG_METRICS.info.with_label_values(&[hash]).set(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    METRICS
-        .config_loaded_time
+    CONFIG_METRICS
+        .loaded_time
         .set(i64::try_from(now).unwrap_or(i64::MAX));
 }
 
@@ -61,7 +104,7 @@ impl Control {
         // Both series exist from the start at 0, so an alert on `increase()` sees the first
         // failed reload (a series that appears at 1 has no increase).
         for result in [RELOAD_OK, RELOAD_FAILED] {
-            METRICS.config_reloads.with_label_values(&[result]);
+            CONFIG_METRICS.reloads.with_label_values(&[result]);
         }
         Control {
             config_path: config.source.clone(),
@@ -83,27 +126,16 @@ impl Control {
     }
 
     /// Loads and applies the config file again. On error nothing changes.
-    pub fn reload(&self) -> Result<ReloadReport, String> {
-        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
-            format!(
-                "{}: cannot read the config file: {e}",
-                self.config_path.display()
-            )
-        });
-        let loaded = text.and_then(|text| {
-            Config::parse(&text, &self.config_path)
-                .map(|config| (config, config_hash(&text)))
-                .map_err(|e| e.to_string())
-        });
-        let (config, hash) = match loaded {
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (config, hash) = match self.load() {
             Ok(loaded) => loaded,
-            Err(message) => {
-                METRICS
-                    .config_reloads
+            Err(e) => {
+                CONFIG_METRICS
+                    .reloads
                     .with_label_values(&[RELOAD_FAILED])
                     .inc();
-                tracing::error!(error = %message, "config reload rejected; the running config stays");
-                return Err(message);
+                tracing::error!(error = %e, "config reload rejected; the running config stays");
+                return Err(e);
             }
         };
         let mut current = self.current.lock();
@@ -116,7 +148,7 @@ impl Control {
         self.health.restart(&upstreams);
         self.replace_certificates(&config);
         *current = config;
-        METRICS.config_reloads.with_label_values(&[RELOAD_OK]).inc();
+        CONFIG_METRICS.reloads.with_label_values(&[RELOAD_OK]).inc();
         record_loaded(&hash);
         if let Some(note) = &note {
             tracing::warn!("{note}");
@@ -130,12 +162,23 @@ impl Control {
 }
 
 impl Control {
+    /// The config file, read and validated, and its hash.
+    fn load(&self) -> Result<(Config, String), ReloadError> {
+        let text =
+            std::fs::read_to_string(&self.config_path).map_err(|source| ReloadError::Read {
+                path: self.config_path.clone(),
+                source,
+            })?;
+        let config = Config::parse(&text, &self.config_path)?;
+        Ok((config, config_hash(&text)))
+    }
+
     /// New certificates for listeners that stay; a listener's TLS on/off needs an upgrade.
     fn replace_certificates(&self, config: &Config) {
         for listener in &config.listeners {
             if let Some(resolver) = self.resolvers.get(&listener.address) {
                 if listener.is_tls() {
-                    resolver.replace(certificate_set(listener));
+                    resolver.replace(listener.certificate_set());
                 }
             }
         }
@@ -162,7 +205,7 @@ fn forget_removed_servers(old: &Runtime, new: &Runtime) {
                 .get(name)
                 .is_some_and(|u| u.servers.iter().any(|s| Arc::ptr_eq(s, server)));
             if !kept {
-                crate::metrics::ServerMetrics::forget(name, &server.address.to_string());
+                crate::upstream::metrics::ServerMetrics::forget(name, &server.address.to_string());
             }
         }
     }

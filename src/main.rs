@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Command::Run { config, upgrade } => {
             init_logging();
             match load(&config) {
-                Ok(config) => parapet::listen::run(config, upgrade),
+                Ok(config) => parapet::server::run(config, upgrade),
                 Err(code) => code,
             }
         }
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
                     false => println!("Parapet demo: try  curl -i http://{}/", listener.address),
                 }
             }
-            parapet::listen::run(config, false)
+            parapet::server::run(config, false)
         }
     }
 }

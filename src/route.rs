@@ -7,8 +7,13 @@
 
 use std::collections::HashMap;
 
+/// A route host that is neither a host name nor `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host \"{0}\": use a host name such as \"api.example.com\" or \"*.example.com\" (no port)")]
+pub struct InvalidHostPattern(pub String);
+
 /// Checks a route's host pattern: a plain host name or `*.suffix`.
-pub fn check_host_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_host_pattern(pattern: &str) -> Result<(), InvalidHostPattern> {
     let name = pattern.strip_prefix("*.").unwrap_or(pattern);
     let valid = !name.is_empty()
         && name
@@ -17,9 +22,7 @@ pub fn check_host_pattern(pattern: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "invalid host \"{pattern}\": use a host name such as \"api.example.com\" or \"*.example.com\" (no port)"
-        ))
+        Err(InvalidHostPattern(pattern.to_string()))
     }
 }
 

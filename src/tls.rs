@@ -1,19 +1,50 @@
 //! TLS material: loading certificate/key pairs (with errors naming the file and the fault),
-//! choosing one by SNI (exact name, then the longest wildcard, then the first as default),
-//! and making development certificates (a local CA and a localhost leaf it signs).
+//! certificate sets and choosing one by SNI (exact name, then the longest wildcard, then the
+//! first as default), the resolvers of the TLS listeners, the handshake counters, and making
+//! development certificates (a local CA and a localhost leaf it signs).
 //!
 //! The same [`SniResolver`] serves the TCP listeners (TLS 1.2/1.3, ALPN h2 and http/1.1) and
 //! the QUIC listener (TLS 1.3, ALPN h3); reload swaps its certificate set in place.
 
+use crate::metrics::counter;
 use arc_swap::ArcSwap;
+use prometheus::IntCounter;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+/// TLS handshakes, TCP and QUIC.
+pub struct TlsMetrics {
+    pub client_hellos: IntCounter,
+    pub handshakes: IntCounter,
+}
+
+pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    TlsMetrics {
+    client_hellos: counter(
+        "tls_client_hellos_total",
+        "TLS handshakes begun (ClientHello received), TCP and QUIC.",
+    ),
+    handshakes: counter(
+        "tls_handshakes_total",
+        "TLS handshakes completed (TCP listeners and QUIC); begun minus completed failed or are in progress.",
+    ),
+}
+});
+
+/// Registers the TLS metrics (at start, so they show before the first handshake).
+pub fn register_metrics() {
+    LazyLock::force(&TLS_METRICS);
+}
+
+/// One SNI resolver per TLS listener, keyed by address so a reload can swap certificates.
+pub type Resolvers = HashMap<SocketAddr, Arc<SniResolver>>;
 
 /// A loaded certificate chain and key, with the DNS names and IPs it covers.
 pub struct LoadedCertificate {
@@ -36,47 +67,102 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Why certificate material could not be loaded or made; each names the file and the fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate {}: {source} (for development certificates run `parapet certs dev`)", .path.display())]
+    ReadCertificate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM certificate chain: {source}", .path.display())]
+    NotPem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no CERTIFICATE block found", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("cannot read private key {}: {source}", .path.display())]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {source}", .path.display())]
+    NoKey {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: unsupported private key: {source}", .path.display())]
+    UnsupportedKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{} and {} do not belong together: {source}", .cert.display(), .key.display())]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: unreadable certificate: {reason}", .path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
 /// Loads a PEM chain and key and checks that they belong together.
-pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, String> {
+pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, TlsError> {
     install_crypto_provider();
-    let cert_pem = std::fs::read(cert_path).map_err(|e| {
-        format!(
-            "cannot read certificate {}: {e} (for development certificates run `parapet certs dev`)",
-            cert_path.display()
-        )
+    let cert_pem = std::fs::read(cert_path).map_err(|source| TlsError::ReadCertificate {
+        path: cert_path.to_path_buf(),
+        source,
     })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert_path.display()))?;
+        .map_err(|source| TlsError::NotPem {
+            path: cert_path.to_path_buf(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "{}: no CERTIFICATE block found",
-            cert_path.display()
-        ));
+        return Err(TlsError::NoCertificate(cert_path.to_path_buf()));
     }
-    let key_pem = std::fs::read(key_path)
-        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        format!(
-            "{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
-            key_path.display()
-        )
+    let key_pem = std::fs::read(key_path).map_err(|source| TlsError::ReadKey {
+        path: key_path.to_path_buf(),
+        source,
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NoKey {
+        path: key_path.to_path_buf(),
+        source,
     })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("{}: unsupported private key: {e}", key_path.display()))?;
+        .map_err(|source| TlsError::UnsupportedKey {
+            path: key_path.to_path_buf(),
+            source,
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|e| {
-        format!(
-            "{} and {} do not belong together: {e}",
-            cert_path.display(),
-            key_path.display()
-        )
+    certified
+        .keys_match()
+        .map_err(|source| TlsError::Mismatch {
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+            source,
+        })?;
+    let names = certificate_names(&certified.cert[0]).map_err(|reason| TlsError::Unreadable {
+        path: cert_path.to_path_buf(),
+        reason,
     })?;
-    let names = certificate_names(&certified.cert[0])
-        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
     Ok(LoadedCertificate {
         cert_path: cert_path.to_path_buf(),
         names,
@@ -84,11 +170,12 @@ pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCerti
     })
 }
 
-/// The leaf's subject alternative names (DNS names lower-cased, IPs as text), or its CN.
+/// The leaf's subject alternative names (DNS names lower-cased, IPs as text), or its CN; the
+/// parser's complaint when it cannot read the certificate.
 fn certificate_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -196,27 +283,31 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        crate::metrics::METRICS.tls_client_hellos.inc();
+        TLS_METRICS.client_hellos.inc();
         self.set.load().choose(hello.server_name())
     }
 }
 
 /// Makes `ca.crt`/`ca.key` (a local CA, kept if present) and `localhost.crt`/`localhost.key`
 /// (a leaf for localhost, 127.0.0.1 and ::1 signed by it) in `dir`.
-pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
     };
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let write = |name: &str, text: &str| -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let write = |name: &str, text: &str| -> Result<PathBuf, TlsError> {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(path)
+        match std::fs::write(&path, text) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(TlsError::Write { path, source }),
+        }
     };
-    let fail = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "Parapet development CA");
@@ -226,10 +317,10 @@ pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, String> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
 
-    let leaf_key = KeyPair::generate().map_err(fail)?;
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()])?;
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
@@ -244,9 +335,7 @@ pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, String> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf_params
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .map_err(fail)?;
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key)?;
 
     Ok(vec![
         write("ca.crt", &ca_cert.pem())?,
@@ -272,11 +361,11 @@ mod tests {
         let mismatched =
             load_certificate(&dir.join("localhost.crt"), &dir.join("ca.key")).unwrap_err();
         assert!(
-            mismatched.contains("do not belong together"),
+            mismatched.to_string().contains("do not belong together"),
             "{mismatched}"
         );
         let missing = load_certificate(&dir.join("nope.crt"), &dir.join("ca.key")).unwrap_err();
-        assert!(missing.contains("nope.crt"), "{missing}");
+        assert!(missing.to_string().contains("nope.crt"), "{missing}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

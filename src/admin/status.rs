@@ -5,12 +5,11 @@
 //! registry, not rates: the page keeps the last few snapshots and derives requests/s, p95 and the
 //! cache hit ratio over its own window, so the server keeps no extra state for it.
 
+use crate::cache::metrics::CACHE_METRICS;
 use crate::cache::status::Outcome;
-use crate::metrics::METRICS;
 use crate::proxy::Runtime;
 use http::{Response, StatusCode};
-use prometheus::core::Collector;
-use prometheus::proto::{Metric, MetricFamily};
+use prometheus::proto::Metric;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -97,10 +96,6 @@ fn label<'a>(metric: &'a Metric, name: &str) -> &'a str {
         .map_or("", |pair| pair.value())
 }
 
-fn families(collector: &dyn Collector) -> Vec<MetricFamily> {
-    collector.collect()
-}
-
 /// Request-duration buckets per route, summed over protocols.
 struct RouteLatency {
     /// Upper bounds of the finite buckets, in seconds.
@@ -113,7 +108,7 @@ impl RouteLatency {
     fn collect() -> Self {
         let mut bounds = Vec::new();
         let mut counts: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
-        for family in families(&METRICS.request_duration) {
+        for family in crate::proxy::request_families().1 {
             for metric in family.get_metric() {
                 let histogram = metric.get_histogram();
                 let buckets = histogram.get_bucket();
@@ -136,7 +131,7 @@ impl RouteLatency {
 /// Per route: its upstream, requests by status class, and its latency buckets.
 fn routes(latency: &RouteLatency) -> Vec<Value> {
     let mut requests: BTreeMap<String, (String, BTreeMap<String, u64>)> = BTreeMap::new();
-    for family in families(&METRICS.requests) {
+    for family in crate::proxy::request_families().0 {
         for metric in family.get_metric() {
             let entry = requests
                 .entry(label(metric, "route").to_string())
@@ -168,12 +163,12 @@ fn routes(latency: &RouteLatency) -> Vec<Value> {
 fn cache() -> Value {
     let outcomes: Map<String, Value> = Outcome::ALL
         .iter()
-        .zip(&METRICS.cache_responses)
+        .zip(&CACHE_METRICS.responses)
         .map(|(outcome, counter)| (outcome.as_str().to_string(), json!(counter.get())))
         .collect();
     json!({
         "responses": outcomes,
-        "stored_bytes": METRICS.cache_stored_bytes.get(),
-        "entries": METRICS.cache_entries.get(),
+        "stored_bytes": CACHE_METRICS.stored_bytes.get(),
+        "entries": CACHE_METRICS.entries.get(),
     })
 }

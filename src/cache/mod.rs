@@ -1,13 +1,16 @@
 //! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`), keyed by
 //! scheme, host, port and path (`key`), stored in moka (`store`), with misses for one key
-//! coalesced by pingora's cache lock. `status` renders RFC 9211 `Cache-Status`.
+//! coalesced by pingora's cache lock. `request` is one request's part in it, phase by phase;
+//! `status` renders RFC 9211 `Cache-Status`; `metrics` holds the cache's metric handles.
 //!
 //! The store and the lock live for the whole process (pingora-cache wants `&'static`);
 //! rules and routes come from the runtime config and change on reload. `max_size` and
 //! `max_object_size` are read once at start.
 
 pub mod key;
+pub mod metrics;
 pub mod policy;
+pub mod request;
 pub mod status;
 pub mod store;
 
@@ -15,6 +18,8 @@ use crate::config::CacheConfig;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use std::sync::OnceLock;
 use store::MokaStorage;
+
+pub use request::RequestCache;
 
 /// The process-wide cache parts.
 pub struct EdgeCache {
@@ -29,6 +34,8 @@ static EDGE_CACHE: OnceLock<EdgeCache> = OnceLock::new();
 /// Creates the store and the lock from the config read at start (later calls keep the first).
 pub fn init(config: &CacheConfig) -> &'static EdgeCache {
     EDGE_CACHE.get_or_init(|| {
+        // Registered at start, so `/metrics` shows the cache families before the first request.
+        std::sync::LazyLock::force(&metrics::CACHE_METRICS);
         let max_object_size = usize::try_from(config.max_object_size).unwrap_or(usize::MAX);
         let storage: &'static MokaStorage =
             Box::leak(Box::new(MokaStorage::new(config.max_size, max_object_size)));
@@ -51,11 +58,11 @@ pub fn get() -> Option<&'static EdgeCache> {
 pub fn refresh_gauges() {
     if let Some(edge) = get() {
         let (bytes, entries) = edge.storage.usage();
-        crate::metrics::METRICS
-            .cache_stored_bytes
+        metrics::CACHE_METRICS
+            .stored_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        crate::metrics::METRICS
-            .cache_entries
+        metrics::CACHE_METRICS
+            .entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 }

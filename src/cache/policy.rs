@@ -2,23 +2,12 @@
 //! how long (with the upstream `Age` counted), what a request's own Cache-Control asks of a
 //! stored response, and edge rules that fill in (or, forced, replace) origin freshness.
 
+use crate::config::CacheRule;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::http::ResponseHeader;
 use std::time::{Duration, SystemTime};
-
-/// An edge rule (`[[cache.rule]]`): applies to request paths matching `glob`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub glob: String,
-    /// Freshness when the origin gives none (or always, with `force`).
-    pub ttl: Duration,
-    /// Replace the origin's freshness; never overrides no-store or private.
-    pub force: bool,
-    /// Store responses carrying Set-Cookie, with Set-Cookie removed from the stored copy.
-    pub cache_set_cookie: bool,
-}
 
 /// `*` matches any run of characters (including `/`), `?` exactly one.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
@@ -44,7 +33,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 }
 
 /// The first rule whose glob matches the path.
-pub fn rule_for<'a>(rules: &'a [Rule], path: &str) -> Option<&'a Rule> {
+pub fn rule_for<'a>(rules: &'a [CacheRule], path: &str) -> Option<&'a CacheRule> {
     rules.iter().find(|rule| glob_matches(&rule.glob, path))
 }
 
@@ -166,60 +155,96 @@ pub struct Freshness {
     pub stored_header: ResponseHeader,
 }
 
-/// Why a response is not stored (for Cache-Status `detail`).
-pub type NotStored = &'static str;
+/// Why a response is not stored; `as_str` is the Cache-Status `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// Neither GET nor HEAD.
+    Method,
+    /// The request said `Cache-Control: no-store`.
+    RequestNoStore,
+    /// 1xx, 206 or 304.
+    Status,
+    NoStore,
+    Private,
+    VaryStar,
+    /// The request carried `Authorization` and the response does not allow sharing it.
+    Authorization,
+    /// `Set-Cookie` without a rule allowing it.
+    SetCookie,
+    /// No explicit freshness and no rule giving a ttl.
+    NoFreshness,
+    /// The declared length is over `max_object_size`.
+    TooLarge,
+}
+
+impl NotStored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::RequestNoStore => "request-no-store",
+            NotStored::Status => "status",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::VaryStar => "vary-star",
+            NotStored::Authorization => "authorization",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::NoFreshness => "no-freshness",
+            NotStored::TooLarge => "too-large",
+        }
+    }
+}
 
 /// RFC 9111 §3 for a shared cache, with edge rules.
 pub fn storable(
     method: &Method,
     request_headers: &HeaderMap,
     response: &ResponseHeader,
-    rule: Option<&Rule>,
+    rule: Option<&CacheRule>,
     now: SystemTime,
 ) -> Result<Freshness, NotStored> {
     if *method != Method::GET && *method != Method::HEAD {
-        return Err("method");
+        return Err(NotStored::Method);
     }
     if RequestDirectives::parse(request_headers).no_store {
-        return Err("request-no-store");
+        return Err(NotStored::RequestNoStore);
     }
     let status = response.status;
     if status.is_informational()
         || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Err("status");
+        return Err(NotStored::Status);
     }
     let cc = CacheControl::from_resp_headers(response);
     if cc.as_ref().is_some_and(|cc| cc.no_store()) {
-        return Err("no-store");
+        return Err(NotStored::NoStore);
     }
     if cc
         .as_ref()
         .is_some_and(|cc| cc.private() && cc.private_field_names().is_none())
     {
-        return Err("private");
+        return Err(NotStored::Private);
     }
     if vary_star(&response.headers) {
-        return Err("vary-star");
+        return Err(NotStored::VaryStar);
     }
     if request_headers.contains_key(AUTHORIZATION)
         && !cc
             .as_ref()
             .is_some_and(|cc| cc.allow_caching_authorized_req())
     {
-        return Err("authorization");
+        return Err(NotStored::Authorization);
     }
     let has_cookie = response.headers.contains_key(SET_COOKIE);
     if has_cookie && !rule.is_some_and(|r| r.cache_set_cookie) {
-        return Err("set-cookie");
+        return Err(NotStored::SetCookie);
     }
     // A no-cache response may be stored, to be revalidated before every use.
     let revalidate_always = cc.as_ref().is_some_and(|cc| cc.no_cache());
     let lifetime = if revalidate_always {
         Duration::ZERO
     } else {
-        freshness_lifetime(cc.as_ref(), response, rule, now).ok_or("no-freshness")?
+        freshness_lifetime(cc.as_ref(), response, rule, now).ok_or(NotStored::NoFreshness)?
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(cc.as_ref());
     let mut stored_header = response.clone();
@@ -254,7 +279,7 @@ fn vary_star(headers: &HeaderMap) -> bool {
 fn freshness_lifetime(
     cc: Option<&CacheControl>,
     response: &ResponseHeader,
-    rule: Option<&Rule>,
+    rule: Option<&CacheRule>,
     now: SystemTime,
 ) -> Option<Duration> {
     if let Some(rule) = rule.filter(|r| r.force) {
@@ -344,6 +369,66 @@ pub fn invalidates(method: &Method, status: u16) -> bool {
     !method.is_safe() && (200..400).contains(&status)
 }
 
+/// RFC 9111 §4.3.4: every field of the 304 replaces the stored one, except framing and Vary
+/// (pingora-cache itself only carries over a few validators and freshness fields).
+pub fn merge_not_modified(stored: &ResponseHeader, not_modified: &HeaderMap) -> ResponseHeader {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, VARY};
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if [&CONTENT_LENGTH, &TRANSFER_ENCODING, &CONNECTION, &VARY].contains(&name) {
+            continue;
+        }
+        merged.remove_header(name);
+        for value in not_modified.get_all(name) {
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
+    }
+    // A stored compressed variant keeps its Content-Encoding and weakened ETag.
+    if let Err(e) = crate::compress::policy::after_not_modified_merge(stored, &mut merged) {
+        tracing::debug!(error = %e, "could not keep the stored variant's encoding headers");
+    }
+    merged
+}
+
+/// True when the response declares a body longer than `max_object_size`: it passes through
+/// unstored.
+pub fn too_large(response: &ResponseHeader, max_object_size: usize) -> bool {
+    crate::fields::content_length(&response.headers)
+        .is_some_and(|length| length > max_object_size as u64)
+}
+
+/// Seconds of freshness left at `now` for an entry fresh until `fresh_until`; negative once
+/// stale (Cache-Status `ttl`).
+pub fn remaining_ttl(fresh_until: SystemTime, now: SystemTime) -> i64 {
+    match fresh_until.duration_since(now) {
+        Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        Err(past) => -i64::try_from(past.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Why a stored response is being considered stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleCause {
+    /// Within stale-while-revalidate: no failure, a refresh is under way.
+    Revalidating,
+    /// The origin answered with a 5xx (stale-if-error).
+    ServerError,
+    /// Reaching the origin failed (stale-if-error).
+    UpstreamFailure,
+    /// Any other failure (the client's side, or Parapet's own).
+    OtherFailure,
+}
+
+/// Whether a stale response may be served: while revalidating unless the client demands
+/// freshness, and for stale-if-error on upstream failures and 5xx.
+pub fn may_serve_stale(request: &RequestDirectives, cause: StaleCause) -> bool {
+    match cause {
+        StaleCause::Revalidating => !request.forbids_stale(),
+        StaleCause::ServerError | StaleCause::UpstreamFailure => true,
+        StaleCause::OtherFailure => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,13 +455,13 @@ mod tests {
     fn store(
         resp: &ResponseHeader,
         req: &HeaderMap,
-        rule: Option<&Rule>,
-    ) -> Result<Freshness, NotStored> {
-        storable(&Method::GET, req, resp, rule, SystemTime::now())
+        rule: Option<&CacheRule>,
+    ) -> Result<Freshness, &'static str> {
+        storable(&Method::GET, req, resp, rule, SystemTime::now()).map_err(NotStored::as_str)
     }
 
-    fn rule(ttl: u64, force: bool) -> Rule {
-        Rule {
+    fn rule(ttl: u64, force: bool) -> CacheRule {
+        CacheRule {
             glob: "/*".into(),
             ttl: Duration::from_secs(ttl),
             force,
@@ -525,14 +610,15 @@ mod tests {
                 None,
                 SystemTime::now()
             )
-            .err(),
+            .err()
+            .map(NotStored::as_str),
             Some("method")
         );
     }
 
     #[test]
     fn set_cookie_is_stripped_when_a_rule_allows_storing_it() {
-        let allow = Rule {
+        let allow = CacheRule {
             cache_set_cookie: true,
             ..rule(60, false)
         };
@@ -658,5 +744,61 @@ mod tests {
         assert!(glob_matches("/static/*.css", "/static/site.css"));
         assert!(!glob_matches("/static/*.css", "/static/site.js"));
         assert!(glob_matches("/a?c", "/abc"));
+    }
+    #[test]
+    fn a_304_replaces_stored_fields_but_not_framing_or_vary() {
+        let stored = response(
+            200,
+            &[
+                ("content-length", "10"),
+                ("vary", "accept"),
+                ("etag", "\"a\""),
+                ("x-old", "kept"),
+            ],
+        );
+        let not_modified = request(&[
+            ("content-length", "0"),
+            ("vary", "other"),
+            ("etag", "\"b\""),
+            ("cache-control", "max-age=5"),
+        ]);
+        let merged = merge_not_modified(&stored, &not_modified);
+        let get = |name: &str| merged.headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(get("content-length"), Some("10"));
+        assert_eq!(get("vary"), Some("accept"));
+        assert_eq!(get("etag"), Some("\"b\""));
+        assert_eq!(get("cache-control"), Some("max-age=5"));
+        assert_eq!(get("x-old"), Some("kept"));
+    }
+
+    #[test]
+    fn only_a_declared_length_over_the_bound_is_too_large() {
+        assert!(too_large(&response(200, &[("content-length", "11")]), 10));
+        assert!(!too_large(
+            &response(200, &[("content-length", " 10 ")]),
+            10
+        ));
+        assert!(!too_large(&response(200, &[]), 10));
+    }
+
+    #[test]
+    fn remaining_ttl_is_negative_once_stale() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(remaining_ttl(now + Duration::from_secs(42), now), 42);
+        assert_eq!(remaining_ttl(now - Duration::from_secs(3), now), -3);
+    }
+
+    #[test]
+    fn stale_is_served_on_upstream_trouble_and_while_revalidating_unless_refused() {
+        let plain = RequestDirectives::default();
+        let strict = RequestDirectives {
+            no_cache: true,
+            ..Default::default()
+        };
+        assert!(may_serve_stale(&plain, StaleCause::Revalidating));
+        assert!(!may_serve_stale(&strict, StaleCause::Revalidating));
+        assert!(may_serve_stale(&strict, StaleCause::ServerError));
+        assert!(may_serve_stale(&plain, StaleCause::UpstreamFailure));
+        assert!(!may_serve_stale(&plain, StaleCause::OtherFailure));
     }
 }

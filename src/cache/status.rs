@@ -1,6 +1,7 @@
 //! `Cache-Status` (RFC 9211) and the cache result counted in metrics, from pingora-cache's
 //! phase for the request.
 
+use super::policy::NotStored;
 use pingora::cache::CachePhase;
 
 /// How the cache handled one request.
@@ -61,7 +62,7 @@ pub struct StatusFacts<'a> {
     /// The response was written to the cache.
     pub stored: bool,
     /// Why it was not stored, when it was not.
-    pub not_stored: Option<&'static str>,
+    pub not_stored: Option<NotStored>,
     pub method_not_cacheable: bool,
 }
 
@@ -99,7 +100,7 @@ pub fn cache_status(facts: &StatusFacts<'_>) -> String {
         parts.push("stored".into());
     }
     if let Some(reason) = facts.not_stored {
-        parts.push(format!("detail={reason}"));
+        parts.push(format!("detail={}", reason.as_str()));
     }
     parts.join("; ")
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-use crate::metrics::METRICS;
+use super::metrics::CACHE_METRICS;
 
 /// Serialized meta: (internal, header), as pingora-cache's `CacheMeta::serialize` gives it.
 type MetaBytes = (Vec<u8>, Vec<u8>);
@@ -106,7 +106,7 @@ impl MokaStorage {
             .weigher(|key: &String, entry: &Arc<Entry>| entry.weight(key))
             .eviction_listener(|_key, entry: Arc<Entry>, cause| {
                 if cause.was_evicted() {
-                    METRICS.cache_evictions.inc();
+                    CACHE_METRICS.evictions.inc();
                 }
                 let _ = entry;
             })
@@ -212,11 +212,8 @@ impl Storage for MokaStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let hash = key.combined();
-        let declared = meta
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let declared = crate::fields::content_length(meta.headers())
+            .and_then(|length| usize::try_from(length).ok());
         let (state, _) = watch::channel(FillState::Partial(0));
         let fill = Arc::new(Filling {
             id: self.next_fill_id.fetch_add(1, Ordering::Relaxed),
@@ -482,5 +479,188 @@ impl HandleHit for PartialReader {
 
     fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::cache::trace::Span;
+    use pingora::http::ResponseHeader;
+    use std::time::{Duration, SystemTime};
+
+    const URL: &str = "http://example.test:80/a";
+
+    fn store(max_object_size: usize) -> &'static MokaStorage {
+        Box::leak(Box::new(MokaStorage::new(1 << 20, max_object_size)))
+    }
+
+    fn key(url: &str) -> CacheKey {
+        crate::cache::key::cache_key(url)
+    }
+
+    fn meta(content_length: Option<usize>) -> CacheMeta {
+        let mut header = ResponseHeader::build(200, None).expect("header");
+        if let Some(length) = content_length {
+            header
+                .insert_header("content-length", length.to_string())
+                .expect("content-length");
+        }
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    async fn fill(store: &'static MokaStorage, url: &str, pieces: &[&'static [u8]]) -> usize {
+        let length = pieces.iter().map(|p| p.len()).sum();
+        let span = Span::inactive();
+        let mut writer = store
+            .get_miss_handler(&key(url), &meta(Some(length)), &span.handle())
+            .await
+            .expect("miss handler");
+        for (n, piece) in pieces.iter().enumerate() {
+            let eof = n + 1 == pieces.len();
+            writer
+                .write_body(Bytes::from_static(piece), eof)
+                .await
+                .expect("written");
+        }
+        match writer.finish().await.expect("finished") {
+            MissFinishType::Created(size) => size,
+            _ => panic!("a fill finishes as Created"),
+        }
+    }
+
+    /// A fill of `URL` declaring `length`, with its first piece written.
+    async fn start_fill(
+        store: &'static MokaStorage,
+        length: Option<usize>,
+        first: &'static [u8],
+    ) -> MissHandler {
+        let span = Span::inactive();
+        let mut writer = store
+            .get_miss_handler(&key(URL), &meta(length), &span.handle())
+            .await
+            .expect("miss handler");
+        writer
+            .write_body(Bytes::from_static(first), false)
+            .await
+            .expect("first piece");
+        writer
+    }
+
+    async fn read_all(hit: &mut HitHandler) -> Vec<u8> {
+        let mut body = Vec::new();
+        while let Some(chunk) = hit.read_body().await.expect("read") {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    }
+
+    async fn lookup(store: &'static MokaStorage, url: &str) -> Option<(CacheMeta, HitHandler)> {
+        let span = Span::inactive();
+        store
+            .lookup(&key(url), &span.handle())
+            .await
+            .expect("lookup")
+    }
+
+    #[tokio::test]
+    async fn a_finished_fill_is_found_with_its_whole_body() {
+        let store = store(1024);
+        assert!(lookup(store, URL).await.is_none());
+        assert!(fill(store, URL, &[b"hello ", b"world"]).await > 11);
+        let (meta, mut hit) = lookup(store, URL).await.expect("stored");
+        assert_eq!(meta.response_header().status, 200);
+        assert_eq!(read_all(&mut hit).await, b"hello world");
+        assert_eq!(store.usage().1, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fill_past_max_object_size_is_not_stored() {
+        let store = store(4);
+        assert_eq!(fill(store, URL, &[b"12345"]).await, 0);
+        assert!(lookup(store, URL).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_complete_entry_can_be_read_by_range() {
+        let store = store(1024);
+        fill(store, URL, &[b"0123456789"]).await;
+        let (_, mut hit) = lookup(store, URL).await.expect("stored");
+        assert!(hit.can_seek());
+        hit.seek(2, Some(5)).expect("seek");
+        assert_eq!(read_all(&mut hit).await, b"234");
+        assert!(hit.seek(10, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn readers_stream_a_fill_of_known_size_while_it_arrives() {
+        let store = store(1024);
+        let mut writer = start_fill(store, Some(6), b"abc").await;
+        let (_, mut reader) = lookup(store, URL).await.expect("the fill is visible");
+        assert_eq!(
+            reader.read_body().await.expect("read").as_deref(),
+            Some(&b"abc"[..])
+        );
+        writer
+            .write_body(Bytes::from_static(b"def"), true)
+            .await
+            .expect("last piece");
+        writer.finish().await.expect("finished");
+        assert_eq!(read_all(&mut reader).await, b"def");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_fill_fails_its_readers_and_leaves_nothing() {
+        let store = store(1024);
+        let writer = start_fill(store, Some(6), b"abc").await;
+        let (_, mut reader) = lookup(store, URL).await.expect("the fill is visible");
+        drop(writer);
+        assert!(reader.read_body().await.is_err());
+        assert!(lookup(store, URL).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_fill_of_unknown_size_is_not_shared_with_other_readers() {
+        let store = store(1024);
+        let _writer = start_fill(store, None, b"abc").await;
+        assert!(lookup(store, URL).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn purges_match_stored_urls() {
+        let store = store(1024);
+        fill(store, "http://a.test:80/x/1", &[b"1"]).await;
+        fill(store, "http://a.test:80/x/2", &[b"2"]).await;
+        fill(store, "http://a.test:80/y", &[b"3"]).await;
+        assert_eq!(
+            store.purge_where(|url| url.starts_with("http://a.test:80/x/")),
+            2
+        );
+        assert!(lookup(store, "http://a.test:80/x/1").await.is_none());
+        assert!(lookup(store, "http://a.test:80/y").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn update_meta_replaces_the_header_and_keeps_the_body() {
+        let store = store(1024);
+        let span = Span::inactive();
+        assert!(!store
+            .update_meta(&key(URL), &meta(None), &span.handle())
+            .await
+            .expect("update"));
+        fill(store, URL, &[b"body"]).await;
+        let mut updated = meta(Some(4));
+        updated
+            .response_header_mut()
+            .insert_header("x-revalidated", "1")
+            .expect("header");
+        assert!(store
+            .update_meta(&key(URL), &updated, &span.handle())
+            .await
+            .expect("update"));
+        let (meta, mut hit) = lookup(store, URL).await.expect("stored");
+        assert!(meta.headers().contains_key("x-revalidated"));
+        assert_eq!(read_all(&mut hit).await, b"body");
     }
 }

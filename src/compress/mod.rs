@@ -21,6 +21,7 @@
 
 pub mod decoder;
 pub mod encoder;
+pub mod metrics;
 mod module;
 pub mod negotiate;
 pub mod policy;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 /// The builder to register in `init_upstream_modules` (once, at startup); it also registers
 /// the compression metrics, so they are exported before the first compressed response.
 pub fn upstream_module() -> ModuleBuilder {
-    std::sync::LazyLock::force(&crate::metrics::COMPRESSION);
+    std::sync::LazyLock::force(&metrics::COMPRESSION);
     Box::new(CompressionModuleBuilder)
 }
 

@@ -7,10 +7,11 @@
 
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use super::metrics::COMPRESSION;
 use super::negotiate::Algorithm;
 use super::policy::{self, Action};
 use super::Plan;
-use crate::metrics::COMPRESSION;
+use crate::refusal::Refusal;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -20,10 +21,6 @@ use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::time::Instant;
 
-/// A body that cannot be decoded is a bad answer from the upstream: 502 when the response
-/// header has not left yet, else the response is cut. The source is internal, so the server is
-/// not marked down (a bad file is not a sick server) and the request is not retried.
-const DECOMPRESSION_ERROR: ErrorType = ErrorType::HTTPStatus(502);
 /// Error type of a compressor failure (not expected: it writes to memory).
 const COMPRESSION_ERROR: ErrorType = ErrorType::new("CompressionError");
 
@@ -200,13 +197,14 @@ fn encode(algorithm: Algorithm, encoder: &mut Encoder, input: &[u8], end: bool) 
 fn decode(algorithm: Algorithm, decoder: &mut Decoder, input: &[u8], end: bool) -> Result<Bytes> {
     decoder.decode(input, end).map_err(|e| {
         COMPRESSION.decompression_errors[algorithm.index()][e.index()].inc();
-        Error::explain(
-            DECOMPRESSION_ERROR,
-            format!(
+        // A bad answer from the upstream: refused when the response header has not left yet,
+        // else the response is cut. The source is internal, so the server is not marked down
+        // (a bad file is not a sick server) and the request is not retried.
+        Refusal::UndecodableUpstreamBody
+            .error(format!(
                 "decoding the upstream's {} body: {e}; response cut",
                 algorithm.as_str()
-            ),
-        )
-        .into_in()
+            ))
+            .into_in()
     })
 }

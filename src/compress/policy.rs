@@ -30,15 +30,16 @@ enum Subtype {
     Exact(String),
 }
 
+/// An entry of `types` that is not a media type pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a media type: use \"type/subtype\", \"type/*\", \"type/*+suffix\" or \"*/*\" (no parameters)")]
+pub struct InvalidTypePattern(pub String);
+
 impl TypePattern {
     /// Parses one entry of `types`; the error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<TypePattern, String> {
+    pub fn parse(text: &str) -> Result<TypePattern, InvalidTypePattern> {
         let lower = text.trim().to_ascii_lowercase();
-        let bad = || {
-            format!(
-                "\"{text}\" is not a media type: use \"type/subtype\", \"type/*\", \"type/*+suffix\" or \"*/*\" (no parameters)"
-            )
-        };
+        let bad = || InvalidTypePattern(text.to_string());
         let (kind, subtype) = lower.split_once('/').ok_or_else(bad)?;
         let is_token = |s: &str| {
             !s.is_empty()
@@ -289,11 +290,7 @@ fn compressible(headers: &HeaderMap, config: &CompressionConfig) -> bool {
     if !config.types.iter().any(|t| t.matches(media_type)) {
         return false;
     }
-    let length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    length.is_none_or(|length| length >= config.min_length)
+    crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there already or `Vary: *` says the answer

@@ -42,7 +42,19 @@ pub struct CacheConfig {
     pub max_object_size: u64,
     /// Longest wait for another request's fill of the same key (default 5 s).
     pub lock_timeout: Duration,
-    pub rules: Vec<crate::cache::policy::Rule>,
+    pub rules: Vec<CacheRule>,
+}
+
+/// An edge rule (`[[cache.rule]]`): applies to request paths matching `glob`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    pub glob: String,
+    /// Freshness when the origin gives none (or always, with `force`).
+    pub ttl: Duration,
+    /// Replace the origin's freshness; never overrides no-store or private.
+    pub force: bool,
+    /// Store responses carrying Set-Cookie, with Set-Cookie removed from the stored copy.
+    pub cache_set_cookie: bool,
 }
 
 /// HTTP/2 limits for clients (TLS h2 and h2c).
@@ -133,6 +145,16 @@ pub struct ListenerConfig {
 impl ListenerConfig {
     pub fn is_tls(&self) -> bool {
         !self.certificates.is_empty()
+    }
+
+    /// The SNI index of the listener's certificates.
+    pub fn certificate_set(&self) -> crate::tls::CertificateSet {
+        let loaded: Vec<_> = self
+            .certificates
+            .iter()
+            .map(|c| std::sync::Arc::clone(&c.loaded))
+            .collect();
+        crate::tls::CertificateSet::new(&loaded)
     }
 }
 

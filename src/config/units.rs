@@ -3,8 +3,27 @@
 
 use std::time::Duration;
 
+/// Why a duration or size is not understood; the message names the text and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid value \"{0}\": expected a whole number and a unit")]
+    NotANumber(String),
+    #[error("invalid duration \"{0}\": add a unit (ms, s, m, h, d)")]
+    DurationWithoutUnit(String),
+    #[error("invalid duration \"{text}\": unknown unit \"{unit}\" (use ms, s, m, h, d)")]
+    UnknownDurationUnit { text: String, unit: String },
+    #[error("invalid duration \"{0}\": too large")]
+    DurationTooLarge(String),
+    #[error("invalid size \"{0}\": add a unit (B, KiB, MiB, GiB)")]
+    SizeWithoutUnit(String),
+    #[error("invalid size \"{text}\": unknown unit \"{unit}\" (use B, KiB, MiB, GiB, KB, MB, GB)")]
+    UnknownSizeUnit { text: String, unit: String },
+    #[error("invalid size \"{0}\": too large")]
+    SizeTooLarge(String),
+}
+
 /// Parses a duration written as a whole number and a unit: ms, s, m, h or d.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let (number, unit) = split_number(text)?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
@@ -12,26 +31,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => {
-            return Err(format!(
-                "invalid duration \"{text}\": add a unit (ms, s, m, h, d)"
-            ))
-        }
+        "" => return Err(UnitError::DurationWithoutUnit(text.to_string())),
         _ => {
-            return Err(format!(
-                "invalid duration \"{text}\": unknown unit \"{unit}\" (use ms, s, m, h, d)"
-            ))
+            return Err(UnitError::UnknownDurationUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            })
         }
     };
     number
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration \"{text}\": too large"))
+        .ok_or_else(|| UnitError::DurationTooLarge(text.to_string()))
 }
 
 /// Parses a size written as a whole number and a unit: B, KiB, MiB, GiB (powers of 1024) or
 /// KB, MB, GB (powers of 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(text)?;
     let bytes_per_unit: u64 = match unit {
         "B" => 1,
@@ -41,23 +57,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        "" => {
-            return Err(format!(
-                "invalid size \"{text}\": add a unit (B, KiB, MiB, GiB)"
-            ))
-        }
+        "" => return Err(UnitError::SizeWithoutUnit(text.to_string())),
         _ => {
-            return Err(format!(
-            "invalid size \"{text}\": unknown unit \"{unit}\" (use B, KiB, MiB, GiB, KB, MB, GB)"
-        ))
+            return Err(UnitError::UnknownSizeUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            })
         }
     };
     number
         .checked_mul(bytes_per_unit)
-        .ok_or_else(|| format!("invalid size \"{text}\": too large"))
+        .ok_or_else(|| UnitError::SizeTooLarge(text.to_string()))
 }
 
-fn split_number(text: &str) -> Result<(u64, &str), String> {
+fn split_number(text: &str) -> Result<(u64, &str), UnitError> {
     let trimmed = text.trim();
     let digits_end = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -65,7 +78,7 @@ fn split_number(text: &str) -> Result<(u64, &str), String> {
     let (digits, unit) = trimmed.split_at(digits_end);
     let number = digits
         .parse::<u64>()
-        .map_err(|_| format!("invalid value \"{text}\": expected a whole number and a unit"))?;
+        .map_err(|_| UnitError::NotANumber(text.to_string()))?;
     Ok((number, unit.trim()))
 }
 
@@ -84,8 +97,14 @@ mod tests {
 
     #[test]
     fn durations_without_a_known_unit_are_rejected() {
-        assert!(parse_duration("1x").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("10").unwrap_err().contains("add a unit"));
+        assert!(parse_duration("1x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert!(parse_duration("10")
+            .unwrap_err()
+            .to_string()
+            .contains("add a unit"));
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("-1s").is_err());
     }

@@ -59,8 +59,8 @@ impl Checker {
         match value.as_deref().map(parse_duration) {
             None => default,
             Some(Ok(duration)) => duration,
-            Some(Err(message)) => {
-                self.problem(path, message);
+            Some(Err(e)) => {
+                self.problem(path, e.to_string());
                 default
             }
         }
@@ -88,8 +88,8 @@ impl Checker {
                 self.problem(path, "must be greater than 0");
                 default
             }
-            Some(Err(message)) => {
-                self.problem(path, message);
+            Some(Err(e)) => {
+                self.problem(path, e.to_string());
                 default
             }
         }
@@ -383,7 +383,7 @@ fn build_certificates(
                 key,
                 loaded: std::sync::Arc::new(loaded),
             }),
-            Err(message) => checker.problem(&path.index(index).key("cert"), message),
+            Err(e) => checker.problem(&path.index(index).key("cert"), e.to_string()),
         }
     }
     certificates
@@ -445,7 +445,7 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
                     "must start with \"/\" (a glob on the request path)",
                 );
             }
-            crate::cache::policy::Rule {
+            CacheRule {
                 glob: rule.path.clone(),
                 ttl: checker.duration(&Some(rule.ttl.clone()), &here.key("ttl"), Duration::ZERO),
                 force: rule.force.unwrap_or(false),
@@ -732,8 +732,8 @@ fn build_routes(
         }
         let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
         if let Some(host) = &host {
-            if let Err(message) = crate::route::check_host_pattern(host) {
-                checker.problem(&here.key("host"), message);
+            if let Err(e) = crate::route::check_host_pattern(host) {
+                checker.problem(&here.key("host"), e.to_string());
             }
         }
         let path_prefix = route.path_prefix.clone().unwrap_or_else(|| "/".to_string());

@@ -1,24 +1,15 @@
-//! Listeners and the process: builds the Pingora server with one shared `HttpProxy`, one
-//! service per `[[listener]]` (its own protocol options), the health-check service, and the
-//! drain on SIGTERM.
-//!
-//! Lifecycle: SIGTERM → Pingora stops accepting and closes idle keep-alive connections →
-//! Pingora sleeps `grace_period` → runtimes stop → exit 0. The drain watcher ends that sleep
-//! early, as soon as no request is in flight, so a stop takes as long as the slowest request.
+//! The front doors: one service per `[[listener]]` on the shared proxy, each with its own
+//! protocol options (HTTP/1.1, h2c told apart from HTTP/1.1 by the preface, TLS with ALPN h2
+//! and http/1.1), the HTTP/3 door on the same port (`quic`), and the count of open client
+//! connections.
 
 mod quic;
 
-use crate::access_log;
-use crate::admin::Admin;
 use crate::config::{Config, Http2Limits, ListenerConfig};
-use crate::control::{self, Control};
-use crate::metrics::{Protocol, METRICS};
-use crate::proxy::{active_requests, Parapet, Runtime};
-use crate::tls::{CertificateSet, SniResolver};
-use crate::upstream::health::HealthSupervisor;
-use arc_swap::ArcSwap;
+use crate::metrics::{counter_vec, gauge_vec, per_protocol, Protocol};
+use crate::proxy::Parapet;
+use crate::tls::{SniResolver, TLS_METRICS};
 use async_trait::async_trait;
-use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -27,20 +18,75 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
-use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{Server, ShutdownWatch};
 use pingora::services::listening::Service;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use prometheus::{IntCounter, IntGauge};
+use std::sync::{Arc, LazyLock};
 
-const DRAIN_POLL_INTERVAL_MS: u64 = 20;
-/// Runtimes get this long to stop once the drain is over.
-const RUNTIME_SHUTDOWN_TIMEOUT_SECS: u64 = 1;
-/// Longest wait for the access log to reach its file before exiting.
-const LOG_FLUSH_TIMEOUT_MS: u64 = 500;
+/// Client connection counts, by [`Protocol`] index.
+struct ConnectionMetrics {
+    open: [IntGauge; 3],
+    accepted: [IntCounter; 3],
+}
+
+static CONNECTION_METRICS: LazyLock<ConnectionMetrics> = LazyLock::new(|| ConnectionMetrics {
+    open: {
+        let vec = gauge_vec(
+            "downstream_open_connections",
+            "Client connections open now.",
+            &["protocol"],
+        );
+        Protocol::ALL.map(|p| vec.with_label_values(&[p.as_str()]))
+    },
+    accepted: per_protocol(counter_vec(
+        "downstream_connections_total",
+        "Client connections accepted.",
+        &["protocol"],
+    )),
+});
+
+/// Registers the connection metrics (at start, so they show before the first client).
+pub fn register_metrics() {
+    LazyLock::force(&CONNECTION_METRICS);
+}
+
+/// QUIC endpoints still open (serving or draining); the drain waits for them.
+pub fn open_quic_endpoints() -> usize {
+    quic::open_endpoints()
+}
+
+/// Adds the services of one `[[listener]]`: its TCP door, and its QUIC door when it serves h3.
+pub fn add_listener(
+    server: &mut Server,
+    proxy: &Arc<HttpProxy<Parapet>>,
+    listener: &ListenerConfig,
+    config: &Config,
+    resolver: Option<Arc<SniResolver>>,
+) {
+    server.add_service(door_service(
+        proxy,
+        listener,
+        &config.http2,
+        resolver.clone(),
+    ));
+    if let (true, Some(resolver)) = (listener.h3, resolver) {
+        server.add_service(quic::quic_service(
+            listener,
+            resolver,
+            &config.http3,
+            Arc::clone(proxy),
+        ));
+    }
+    tracing::info!(
+        address = %listener.address,
+        tls = listener.is_tls(),
+        http1 = listener.http1,
+        h2c = listener.h2c,
+        h2 = listener.h2,
+        h3 = listener.h3,
+        "listening"
+    );
+}
 
 /// The shared proxy behind one set of HTTP options.
 struct HttpDoor {
@@ -164,31 +210,15 @@ struct OpenConnection(Protocol);
 
 impl OpenConnection {
     fn count(protocol: Protocol) -> Self {
-        METRICS.downstream_open_connections[protocol as usize].inc();
-        METRICS.downstream_connections[protocol as usize].inc();
+        CONNECTION_METRICS.open[protocol as usize].inc();
+        CONNECTION_METRICS.accepted[protocol as usize].inc();
         OpenConnection(protocol)
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        METRICS.downstream_open_connections[self.0 as usize].dec();
-    }
-}
-
-fn server_conf(config: &Config) -> ServerConf {
-    let pool_size: usize = config
-        .upstreams
-        .values()
-        .map(|u| u.keepalive * u.servers.len())
-        .sum();
-    ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT_SECS),
-        upstream_keepalive_pool_size: pool_size.max(1),
-        upgrade_sock: config.server.upgrade_socket.display().to_string(),
-        ..ServerConf::default()
+        CONNECTION_METRICS.open[self.0 as usize].dec();
     }
 }
 
@@ -219,7 +249,7 @@ impl TlsAccept for HandshakeCounter {
         &self,
         _tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        METRICS.tls_handshakes.inc();
+        TLS_METRICS.handshakes.inc();
         None
     }
 }
@@ -237,169 +267,4 @@ fn tls_settings(listener: &ListenerConfig, resolver: Arc<SniResolver>) -> TlsSet
     };
     settings.set_alpn(alpn);
     settings
-}
-
-/// One SNI resolver per TLS listener, keyed by address so a reload can swap certificates.
-pub type Resolvers = HashMap<SocketAddr, Arc<SniResolver>>;
-
-fn build_resolvers(config: &Config) -> Resolvers {
-    config
-        .listeners
-        .iter()
-        .filter(|l| l.is_tls())
-        .map(|l| (l.address, Arc::new(SniResolver::new(certificate_set(l)))))
-        .collect()
-}
-
-/// The SNI index of a listener's certificates.
-pub fn certificate_set(listener: &ListenerConfig) -> CertificateSet {
-    let loaded: Vec<_> = listener
-        .certificates
-        .iter()
-        .map(|c| Arc::clone(&c.loaded))
-        .collect();
-    CertificateSet::new(&loaded)
-}
-
-/// Runs the proxy until it is stopped; `upgrade` takes the listening sockets over from a
-/// running instance (SIGQUIT hand-over).
-pub fn run(config: Config, upgrade: bool) -> ! {
-    if let Err(e) = access_log::start(&config.access_log) {
-        tracing::error!(error = %e, "cannot start the access log");
-        std::process::exit(1);
-    }
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
-    let conf = server_conf(&config);
-    METRICS
-        .upstream_pool_size
-        .set(i64::try_from(conf.upstream_keepalive_pool_size).unwrap_or(i64::MAX));
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
-
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(&config, None)));
-    let upstreams = runtime.load().upstreams.values().cloned().collect();
-    let health = Arc::new(HealthSupervisor::new(upstreams));
-    let server_conf = Arc::clone(&server.configuration);
-    let proxy = Arc::new(pingora::proxy::http_proxy(
-        &server_conf,
-        Parapet::new(Arc::clone(&runtime)),
-    ));
-    crate::tls::install_crypto_provider();
-    crate::cache::init(&config.cache);
-    let resolvers = build_resolvers(&config);
-    for listener in &config.listeners {
-        let resolver = resolvers.get(&listener.address).cloned();
-        server.add_service(door_service(
-            &proxy,
-            listener,
-            &config.http2,
-            resolver.clone(),
-        ));
-        if let (true, Some(resolver)) = (listener.h3, resolver) {
-            server.add_service(quic::quic_service(
-                listener,
-                resolver,
-                &config.http3,
-                Arc::clone(&proxy),
-            ));
-        }
-        tracing::info!(
-            address = %listener.address,
-            tls = listener.is_tls(),
-            http1 = listener.http1,
-            h2c = listener.h2c,
-            h2 = listener.h2,
-            h3 = listener.h3,
-            "listening"
-        );
-    }
-    let text = std::fs::read_to_string(&config.source).unwrap_or_default();
-    control::record_loaded(&control::config_hash(&text));
-    let admin = config.admin.clone();
-    let control = Arc::new(Control::new(
-        config,
-        runtime,
-        Arc::clone(&health),
-        resolvers,
-    ));
-    if let Some(admin) = admin {
-        let mut service = Service::new(
-            "admin".to_string(),
-            HttpServer::new_app(Admin::new(Arc::clone(&control))),
-        );
-        service.add_tcp(&admin.listen.to_string());
-        server.add_service(service);
-        tracing::info!(address = %admin.listen, "admin listening");
-    }
-    server.add_service(background_service("health checks", ArcHealth(health)));
-    server.add_service(background_service("signals", Signals { control }));
-    spawn_drain_watcher(&server);
-    server.run_forever()
-}
-
-/// Lets the shared supervisor run as a Pingora background service.
-struct ArcHealth(Arc<HealthSupervisor>);
-
-#[async_trait]
-impl BackgroundService for ArcHealth {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.start(shutdown).await
-    }
-}
-
-/// SIGHUP reloads the config; SIGUSR1 reopens the access log (after rotation).
-struct Signals {
-    control: Arc<Control>,
-}
-
-#[async_trait]
-impl BackgroundService for Signals {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut hangup), Ok(mut user1)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            tracing::error!(
-                "cannot install SIGHUP/SIGUSR1 handlers; reload by signal is unavailable"
-            );
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hangup.recv() => {
-                    tracing::info!("SIGHUP received: reloading the config");
-                    let _ = self.control.reload();
-                }
-                _ = user1.recv() => access_log::reopen(),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-/// Ends the grace period as soon as no request is in flight, after flushing the access log.
-fn spawn_drain_watcher(server: &Server) {
-    let mut phases = server.watch_execution_phase();
-    std::thread::spawn(move || {
-        while let Ok(phase) = phases.blocking_recv() {
-            match phase {
-                ExecutionPhase::ShutdownGracePeriod => {
-                    while active_requests() > 0 || quic::open_endpoints() > 0 {
-                        std::thread::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS));
-                    }
-                    tracing::info!("all in-flight requests finished; exiting");
-                    access_log::flush(Duration::from_millis(LOG_FLUSH_TIMEOUT_MS));
-                    std::process::exit(0);
-                }
-                ExecutionPhase::ShutdownRuntimes => {
-                    access_log::flush(Duration::from_millis(LOG_FLUSH_TIMEOUT_MS))
-                }
-                _ => {}
-            }
-        }
-    });
 }

@@ -1,16 +1,21 @@
 //! Header rewrites between client and upstream: forwarding headers (`X-Forwarded-For`,
-//! `X-Forwarded-Proto`, `Forwarded`, `Via`) and removal of hop-by-hop headers (RFC 9110 §7.6.1).
+//! `X-Forwarded-Proto`, `Forwarded`, `Via`), removal of hop-by-hop headers (RFC 9110 §7.6.1),
+//! the origin-form target and `Host` upstream, and what Parapet adds to responses (`Via`,
+//! `X-Request-Id`, `Alt-Svc`).
 
+use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType};
 use std::net::IpAddr;
 
 /// Our pseudonym in `Via` (RFC 9110 §7.6.3).
 pub const VIA_PSEUDONYM: &str = "parapet";
 
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+/// Hop-by-hop fields besides the connection-specific ones.
+static HOP_BY_HOP_EXTRA: [HeaderName; 2] = [TE, TRAILER];
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const FORWARDED: &str = "forwarded";
@@ -49,15 +54,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Runs on every request and response, so it allocates nothing when there is nothing to drop.
 pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
     let mut names = Vec::new();
-    let fixed = [
-        HeaderName::from_static(KEEP_ALIVE),
-        HeaderName::from_static(PROXY_CONNECTION),
-        TE,
-        TRAILER,
-    ];
-    let connection = [CONNECTION, UPGRADE];
-    let always: &[HeaderName] = if keep_upgrade { &[] } else { &connection };
-    for name in fixed.iter().chain(always) {
+    // Pingora owns the framing (Transfer-Encoding) of both sides itself.
+    let fixed = CONNECTION_SPECIFIC
+        .iter()
+        .filter(|name| **name != TRANSFER_ENCODING)
+        .filter(|name| !(keep_upgrade && (**name == CONNECTION || **name == UPGRADE)))
+        .chain(&HOP_BY_HOP_EXTRA);
+    for name in fixed {
         if headers.contains_key(name) {
             names.push(name.clone());
         }
@@ -120,6 +123,73 @@ pub fn response_via(headers: &HeaderMap, upstream_version: http::Version) -> Str
     )
 }
 
+/// The request as the upstream gets it: hop-by-hop headers dropped, forwarding headers and the
+/// request id added, `Host` from `:authority` for HTTP/2 and HTTP/3 clients, and an
+/// origin-form target (RFC 9112 §3.2.1).
+pub fn rewrite_request(
+    request: &mut RequestHeader,
+    info: &ForwardedFor<'_>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let keep_upgrade = is_upgrade_request(&request.headers);
+    for name in hop_by_hop_names(&request.headers, keep_upgrade) {
+        request.remove_header(&name);
+    }
+    for (name, value) in forwarding_headers(&request.headers, info) {
+        request.insert_header(name, value)?;
+    }
+    request.insert_header(super::request_id::HEADER, request_id)?;
+    if let Some(host) = info.host {
+        if !request.headers.contains_key(http::header::HOST) {
+            request.insert_header(http::header::HOST, host)?;
+        }
+    }
+    if request.uri.authority().is_some() {
+        let origin_form = request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        request.set_uri(
+            origin_form
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad request target"))?,
+        );
+    }
+    Ok(())
+}
+
+/// The upstream's response header on its way to the client: hop-by-hop headers dropped (kept
+/// for a protocol switch), `Via` added.
+pub fn rewrite_response(response: &mut ResponseHeader) -> pingora::Result<()> {
+    let switching = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    for name in hop_by_hop_names(&response.headers, switching) {
+        response.remove_header(&name);
+    }
+    let via = response_via(&response.headers, response.version);
+    response.insert_header(VIA, via)?;
+    Ok(())
+}
+
+/// The request id on every proxied or cached response.
+pub fn add_request_id(response: &mut ResponseHeader, request_id: &str) -> pingora::Result<()> {
+    if !request_id.is_empty() {
+        response.insert_header(super::request_id::HEADER, request_id)?;
+    }
+    Ok(())
+}
+
+/// `Alt-Svc`, where the door offers HTTP/3 to a client not on it yet.
+pub fn add_alt_svc(
+    response: &mut ResponseHeader,
+    alt_svc: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    if let Some(alt_svc) = alt_svc {
+        response.insert_header(http::header::ALT_SVC, alt_svc.clone())?;
+    }
+    Ok(())
+}
+
 fn append_list(headers: &HeaderMap, name: &str, ours: &str) -> String {
     let earlier: Vec<&str> = headers
         .get_all(name)
@@ -155,15 +225,6 @@ fn forwarded_element(info: &ForwardedFor<'_>) -> String {
     }
     parts.push(format!("proto={}", info.scheme));
     parts.join(";")
-}
-
-/// The Host a request is for: the `Host` header, or the URI's authority (HTTP/2).
-pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
-    headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
 }
 
 #[cfg(test)]

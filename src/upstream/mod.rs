@@ -1,15 +1,21 @@
 //! Upstream groups: each server's live state (in-flight count, active and passive health),
-//! selection by the configured balance, and the guard that keeps in-flight counts exact.
+//! selection by the configured balance (`select`), the guard that keeps in-flight counts
+//! exact, one request's tries and the retry decision (`attempts`, `retry`), the peer of a try
+//! (`peer`), active health checks (`health`) and the upstream metric handles (`metrics`).
 //!
 //! A server's state lives in an `Arc<ServerState>` that outlives any one request and is what
 //! a reload will carry over; the in-flight count is only ever changed by [`InFlightGuard`],
 //! which releases on drop, so errors, retries and client aborts cannot leak a count.
 
+pub mod attempts;
 pub mod health;
+pub mod metrics;
+mod peer;
+pub mod retry;
 pub mod select;
 
-use crate::config::{Balance, ServerConfig, UpstreamConfig};
-use crate::metrics::ServerMetrics;
+use crate::config::{Balance, HashKey, ServerConfig, UpstreamConfig};
+use metrics::ServerMetrics;
 use parking_lot::Mutex;
 use select::Candidate;
 use std::net::SocketAddr;
@@ -214,6 +220,25 @@ pub enum NoServer {
     AllTried,
 }
 
+impl NoServer {
+    /// For the log: `every server of upstream "api" is down`.
+    pub fn context(self, upstream: &str) -> String {
+        match self {
+            NoServer::AllDown => format!("every server of upstream \"{upstream}\" is down"),
+            NoServer::AllTried => format!("every server of upstream \"{upstream}\" was tried"),
+        }
+    }
+}
+
+impl From<NoServer> for crate::refusal::Refusal {
+    fn from(why: NoServer) -> Self {
+        match why {
+            NoServer::AllDown => crate::refusal::Refusal::AllServersDown,
+            NoServer::AllTried => crate::refusal::Refusal::AllServersTried,
+        }
+    }
+}
+
 /// One upstream group at runtime.
 pub struct Upstream {
     pub config: UpstreamConfig,
@@ -300,6 +325,37 @@ impl Upstream {
         (0..self.servers.len())
             .filter(|index| !tried.contains(index))
             .min_by_key(|&index| self.servers[index].last_failure())
+    }
+
+    /// The key `balance = "hash"` hashes, taken from the request; empty for other balances.
+    /// `host` is the Host the client asked for.
+    pub fn hash_key(
+        &self,
+        req: &pingora::http::RequestHeader,
+        client_ip: Option<std::net::IpAddr>,
+        host: Option<&str>,
+    ) -> Vec<u8> {
+        let Balance::Hash(key) = &self.config.balance else {
+            return Vec::new();
+        };
+        match key {
+            HashKey::ClientIp => client_ip
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
+            HashKey::Uri => req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().as_bytes().to_vec())
+                .unwrap_or_default(),
+            HashKey::Host => host
+                .map(|h| crate::route::normalize_host(h).into_bytes())
+                .unwrap_or_default(),
+            HashKey::Header(name) => req
+                .headers
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        }
     }
 
     /// Servers up by both active and passive health right now.

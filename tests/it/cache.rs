@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::harness::{
     admin_table, get, h2c_client, http_date, reserve_addr, server_and_listener, Metrics, Origin,
-    Proxy, RawConnection, RawResponse, Script, CLIENT_TIMEOUT,
+    Proxy, RawConnection, RawResponse, Script, CLIENT_TIMEOUT, POLL_STEP, READY_TIMEOUT,
 };
 
 /// The admin token the purge tests present.
@@ -28,9 +28,9 @@ const CACHE_TABLE: &str =
 /// One catch-all route to the origin, with caching on.
 const CACHED_ROUTE: &str = "[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\ncache = true\n";
 
-/// Longer than a one-second freshness lifetime: waiting it out is how a `max-age=1` response
-/// becomes stale (a wait for a TTL, not a timing assertion).
-const PAST_ONE_SECOND: Duration = Duration::from_millis(1300);
+/// An origin `Age` equal to a one-second lifetime: the stored response is stale on arrival, so
+/// no test waits for a TTL to run out.
+const USED_UP_ONE_SECOND: &str = "1";
 
 /// A `parapet` with one upstream (the origin), caching routes and an admin listener with a token.
 struct Edge {
@@ -76,6 +76,18 @@ impl Edge {
 
     async fn get(&self, path: &str) -> RawResponse {
         send(self.addr(), "GET", path, &[]).await
+    }
+
+    /// GETs `path` every 20 ms until the body is `body` (at most 10 s); false if it never is.
+    async fn eventually_body(&self, path: &str, body: &str) -> bool {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.get(path).await.text() == body {
+                return true;
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+        false
     }
 
     async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
@@ -310,7 +322,8 @@ async fn s_maxage_takes_precedence_over_max_age_which_takes_precedence_over_expi
     let in_an_hour = http_date(SystemTime::now() + Duration::from_secs(3600));
     let ten_seconds_ago = http_date(SystemTime::now() - Duration::from_secs(10));
     let paths = [
-        // (path, script, body of the second GET after the one-second lifetimes ran out)
+        // (path, script, body of the second GET: every response comes with `Age: 1`, so the
+        // one-second lifetimes are used up on arrival)
         (
             "/s-maxage-longer",
             Script::counted("v").cache_control("max-age=1, s-maxage=60"),
@@ -340,17 +353,16 @@ async fn s_maxage_takes_precedence_over_max_age_which_takes_precedence_over_expi
         ),
     ];
     for (path, script, _) in &paths {
-        origin.script(path, script.clone());
+        origin.script(path, script.clone().header("Age", USED_UP_ONE_SECOND));
     }
     let edge = Edge::start(&origin).await;
 
     for (path, _, _) in &paths {
         assert_body(&edge.get(path).await, "v1", path);
     }
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     for (path, _, expected) in &paths {
         let response = edge.get(path).await;
-        assert_body(&response, expected, &format!("{path} after 1.3 s"));
+        assert_body(&response, expected, &format!("{path}, second GET"));
         let requests = if *expected == "v1" { 1 } else { 2 };
         assert_eq!(origin.requests(path), requests, "origin requests on {path}");
     }
@@ -385,12 +397,11 @@ async fn the_age_the_origin_reports_is_counted_against_freshness() {
         );
     }
 
-    // One second of life was left: past it, the entry is stale.
-    tokio::time::sleep(PAST_ONE_SECOND).await;
-    assert_body(
-        &edge.get("/aged").await,
-        "v2",
-        "GET after the remaining second",
+    // One second of life was left (not the hundred max-age gives): the entry turns stale and
+    // the next GET fetches v2. Hits in the meantime do not reach the origin.
+    assert!(
+        edge.eventually_body("/aged", "v2").await,
+        "the entry never went stale"
     );
     assert_eq!(origin.requests("/aged"), 2);
 }
@@ -1014,13 +1025,14 @@ async fn a_request_max_age_refuses_a_stored_response_older_than_it() {
         "/news",
         Script::counted("v")
             .cache_control("max-age=60")
+            .header("Age", "5")
             .header("ETag", "\"n1\"")
             .conditional(),
     );
     let edge = Edge::start(&origin).await;
 
+    // The origin's `Age: 5` makes the stored entry five seconds old at once.
     assert_body(&edge.get("/news").await, "v1", "first GET");
-    tokio::time::sleep(PAST_ONE_SECOND).await; // the entry is now more than a second old
     let young_enough = edge
         .get_with("/news", &[("Cache-Control", "max-age=30")])
         .await;
@@ -1028,7 +1040,7 @@ async fn a_request_max_age_refuses_a_stored_response_older_than_it() {
     assert_eq!(
         origin.requests("/news"),
         1,
-        "max-age=30 refused a 1 s old entry"
+        "max-age=30 refused a 5 s old entry"
     );
 
     let too_old = edge
@@ -1038,7 +1050,7 @@ async fn a_request_max_age_refuses_a_stored_response_older_than_it() {
     assert_eq!(
         origin.requests("/news"),
         2,
-        "max-age=0 was served a 1 s old entry"
+        "max-age=0 was served a 5 s old entry"
     );
     let seen = origin.last_received("/news");
     assert_eq!(seen.header("if-none-match"), Some("\"n1\""), "{seen:?}");
@@ -1072,11 +1084,15 @@ async fn a_request_min_fresh_refuses_a_stored_response_that_will_not_stay_fresh_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_max_stale_accepts_a_stored_response_that_expired_within_the_limit() {
     let origin = Origin::start().await;
-    origin.script("/doc", Script::counted("v").cache_control("max-age=1"));
+    origin.script(
+        "/doc",
+        Script::counted("v")
+            .cache_control("max-age=1")
+            .header("Age", USED_UP_ONE_SECOND),
+    );
     let edge = Edge::start(&origin).await;
 
     assert_body(&edge.get("/doc").await, "v1", "first GET");
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     for directive in ["max-stale=60", "max-stale"] {
         let response = edge.get_with("/doc", &[("Cache-Control", directive)]).await;
         assert_body(&response, "v1", directive);
@@ -1238,6 +1254,7 @@ async fn a_304_from_revalidation_updates_the_stored_headers_and_keeps_the_stored
             path,
             Script::fixed("first body")
                 .cache_control(&format!("max-age=1, {directive}"))
+                .header("Age", USED_UP_ONE_SECOND)
                 .header("ETag", "\"m1\"")
                 .header("X-Version", "1")
                 .conditional(),
@@ -1250,7 +1267,6 @@ async fn a_304_from_revalidation_updates_the_stored_headers_and_keeps_the_stored
         assert_body(&first, "first body", path);
         assert_eq!(first.header("x-version"), Some("1"), "{}", show(&first));
     }
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     for path in paths {
         // The 304 brings a new header value and a new lifetime; the body must stay the stored one.
         origin.script(
@@ -1348,11 +1364,10 @@ async fn stale_while_revalidate_serves_the_stale_body_at_once_and_refreshes_it_o
 ) {
     let origin = Origin::start().await;
     let script = Script::counted("v").cache_control("max-age=1, stale-while-revalidate=30");
-    origin.script("/swr", script.clone());
+    origin.script("/swr", script.clone().header("Age", USED_UP_ONE_SECOND));
     let edge = Edge::start(&origin).await;
 
     assert_body(&edge.get("/swr").await, "v1", "first GET");
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     // A slow refresh: a client that waited for it would get v2, not the stale v1.
     origin.script("/swr", script.delay(Duration::from_millis(1000)));
     let stale: Vec<_> = (0..5)
@@ -1405,12 +1420,13 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_answers_500() {
     let origin = Origin::start().await;
     origin.script(
         "/sie",
-        Script::counted("v").cache_control("max-age=1, stale-if-error=60"),
+        Script::counted("v")
+            .cache_control("max-age=1, stale-if-error=60")
+            .header("Age", USED_UP_ONE_SECOND),
     );
     let edge = Edge::start(&origin).await;
 
     assert_body(&edge.get("/sie").await, "v1", "first GET");
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     origin.script("/sie", Script::counted("error ").status(500));
     let response = edge.get("/sie").await;
     assert_body(&response, "v1", "GET after expiry with the origin failing");
@@ -1427,12 +1443,13 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_is_down() {
     let origin = Origin::start().await;
     origin.script(
         "/sie",
-        Script::counted("v").cache_control("max-age=1, stale-if-error=60"),
+        Script::counted("v")
+            .cache_control("max-age=1, stale-if-error=60")
+            .header("Age", USED_UP_ONE_SECOND),
     );
     let edge = Edge::start(&origin).await;
 
     assert_body(&edge.get("/sie").await, "v1", "first GET");
-    tokio::time::sleep(PAST_ONE_SECOND).await;
     origin.stop().await;
     let response = edge.get("/sie").await;
     assert_body(&response, "v1", "GET after expiry with the origin down");
@@ -1448,13 +1465,14 @@ async fn past_the_stale_if_error_window_the_origins_error_reaches_the_client() {
     let origin = Origin::start().await;
     origin.script(
         "/sie",
-        Script::counted("v").cache_control("max-age=1, stale-if-error=1"),
+        // One second fresh, one second of stale-if-error, both used up on arrival, and then some.
+        Script::counted("v")
+            .cache_control("max-age=1, stale-if-error=1")
+            .header("Age", "3"),
     );
     let edge = Edge::start(&origin).await;
 
     assert_body(&edge.get("/sie").await, "v1", "first GET");
-    // One second fresh, one second of stale-if-error, then some.
-    tokio::time::sleep(PAST_ONE_SECOND + Duration::from_secs(1)).await;
     origin.script("/sie", Script::counted("error ").status(500));
     let response = edge.get("/sie").await;
     assert_eq!(response.status, 500, "{}", show(&response));

@@ -1,197 +1,27 @@
 //! Response compression end to end: negotiation, what is (not) compressed, header rewrites,
 //! streaming, origin codings passed through or decoded, and bad compressed bodies from the
-//! origin. The origin here is scripted per path and streams generated bodies chunk by chunk.
+//! origin. The scripted origin streams generated bodies chunk by chunk.
 
 use crate::harness::{
-    admin_table, client, fresh_listener, h2c_client, reserve_addr, single_upstream_config, Proxy,
-    ServerTasks, CLIENT_TIMEOUT,
+    admin_table, client, generated_chunk, h2c_client, reserve_addr, single_upstream_config, Origin,
+    Proxy, Script, CLIENT_TIMEOUT, GENERATED_CHUNK_BYTES,
 };
 use sha2::Digest;
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 const CHROME: &str = "gzip, deflate, br, zstd";
 const COMPRESSIONS: &str = "parapet_compressions_total";
 const DECOMPRESSIONS: &str = "parapet_decompressions_total";
 const DECODE_ERRORS: &str = "parapet_decompression_errors_total";
-/// Bytes of one generated chunk of a streamed body.
-const GENERATED_CHUNK_BYTES: usize = 64 * 1024;
 
-// ---------------------------------------------------------------------------------------------
-// A scripted origin
-
-#[derive(Clone)]
-enum Body {
-    /// Sent with `Content-Length`.
-    Sized(Vec<u8>),
-    /// Sent chunked, in pieces of 16 KiB.
-    Chunked(Vec<u8>),
-    /// `n` generated chunks ([`generated_chunk`]), sent chunked as they are made.
-    Generated(usize),
-    /// Sent chunked: the first part, a pause (so the proxy has sent the response header), the
-    /// second part.
-    TwoParts(Vec<u8>, Vec<u8>),
+/// A `Content-Length` body of type `content_type`.
+fn sized(content_type: &str, body: Vec<u8>) -> Script {
+    Script::fixed(body).content_type(content_type)
 }
 
-/// The origin's pause between the two parts of [`Body::TwoParts`].
-const PAUSE_BETWEEN_PARTS: std::time::Duration = std::time::Duration::from_millis(200);
-
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Body,
-}
-
-impl Reply {
-    fn new(content_type: &str, body: Body) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![("content-type".into(), content_type.into())],
-            body,
-        }
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    fn status(mut self, status: u16) -> Reply {
-        self.status = status;
-        self
-    }
-}
-
-/// An HTTP/1.1 keep-alive origin answering each path with its [`Reply`] (404 otherwise).
-struct Origin {
-    addr: SocketAddr,
-    _tasks: ServerTasks,
-}
-
-impl Origin {
-    async fn start(replies: Vec<(&str, Reply)>) -> Origin {
-        let replies: Arc<HashMap<String, Reply>> = Arc::new(
-            replies
-                .into_iter()
-                .map(|(path, reply)| (path.to_string(), reply))
-                .collect(),
-        );
-        let (listener, addr) = fresh_listener();
-        let tasks = ServerTasks::default();
-        tasks.accept(listener, move |stream| serve(stream, Arc::clone(&replies)));
-        Origin {
-            addr,
-            _tasks: tasks,
-        }
-    }
-}
-
-async fn serve(stream: TcpStream, replies: Arc<HashMap<String, Reply>>) {
-    let _ = stream.set_nodelay(true);
-    let mut stream = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-            return;
-        };
-        let head = method == "HEAD";
-        let path = path.to_string();
-        loop {
-            let mut header = String::new();
-            if stream.read_line(&mut header).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if header.trim().is_empty() {
-                break;
-            }
-        }
-        let reply = replies.get(&path).cloned().unwrap_or_else(|| {
-            Reply::new("text/plain", Body::Sized(b"no such path".to_vec())).status(404)
-        });
-        if write_reply(stream.get_mut(), &reply, head).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn write_reply(stream: &mut TcpStream, reply: &Reply, head: bool) -> std::io::Result<()> {
-    let mut out = format!("HTTP/1.1 {} Scripted\r\n", reply.status);
-    for (name, value) in &reply.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    let no_body = head || matches!(reply.status, 204 | 304);
-    match &reply.body {
-        Body::Sized(body) if !matches!(reply.status, 204 | 304) => {
-            out.push_str(&format!("content-length: {}\r\n", body.len()))
-        }
-        Body::Chunked(_) | Body::Generated(_) | Body::TwoParts(..) if !no_body => {
-            out.push_str("transfer-encoding: chunked\r\n")
-        }
-        _ => {}
-    }
-    out.push_str("\r\n");
-    stream.write_all(out.as_bytes()).await?;
-    if no_body {
-        return Ok(());
-    }
-    match &reply.body {
-        Body::Sized(body) => stream.write_all(body).await,
-        Body::Chunked(body) => {
-            for piece in body.chunks(16 * 1024) {
-                write_chunk(stream, piece).await?;
-            }
-            stream.write_all(b"0\r\n\r\n").await
-        }
-        Body::Generated(chunks) => {
-            for index in 0..*chunks {
-                write_chunk(stream, &generated_chunk(index)).await?;
-            }
-            stream.write_all(b"0\r\n\r\n").await
-        }
-        Body::TwoParts(first, second) => {
-            write_chunk(stream, first).await?;
-            stream.flush().await?;
-            tokio::time::sleep(PAUSE_BETWEEN_PARTS).await;
-            write_chunk(stream, second).await?;
-            stream.write_all(b"0\r\n\r\n").await
-        }
-    }
-}
-
-async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
-    stream
-        .write_all(format!("{:x}\r\n", data.len()).as_bytes())
-        .await?;
-    stream.write_all(data).await?;
-    stream.write_all(b"\r\n").await
-}
-
-/// Chunk `index` of a generated body: text lines with pseudo-random hex, so it compresses to
-/// about half (a proxy that held the body would show it in its memory).
-fn generated_chunk(index: usize) -> Vec<u8> {
-    let mut state = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(GENERATED_CHUNK_BYTES);
-    let mut line = 0;
-    while out.len() < GENERATED_CHUNK_BYTES {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(
-            format!("{index:06} {line:05} {state:016x}{:016x}\n", !state).as_bytes(),
-        );
-        line += 1;
-    }
-    out.truncate(GENERATED_CHUNK_BYTES);
-    out
+/// A chunked body of type `content_type`.
+fn chunked(content_type: &str, body: Vec<u8>) -> Script {
+    Script::fixed(body).content_type(content_type).chunked()
 }
 
 /// An API-like JSON document of about `len` bytes.
@@ -267,15 +97,18 @@ struct Setup {
 
 /// A proxy with an admin listener in front of an origin with `replies`; `compression` is the
 /// body of a `[compression]` table (empty for the defaults), `route_extra` lines for the route.
-async fn setup(replies: Vec<(&str, Reply)>, compression: &str, route_extra: &str) -> Setup {
-    let origin = Origin::start(replies).await;
+async fn setup(replies: Vec<(&str, Script)>, compression: &str, route_extra: &str) -> Setup {
+    let origin = Origin::start().await;
+    for (path, script) in replies {
+        origin.script(path, script);
+    }
     let tail = format!(
         "{}\n[compression]\n{compression}\n",
         admin_table(reserve_addr(), None)
     );
     let config = format!(
         "{}{route_extra}\n",
-        single_upstream_config(reserve_addr(), "", &[origin.addr], &tail)
+        single_upstream_config(reserve_addr(), "", &[origin.addr()], &tail)
     );
     Setup {
         proxy: Proxy::start(&config).await,
@@ -357,10 +190,7 @@ fn kib(n: usize) -> usize {
 async fn the_client_weights_pick_the_coding_and_ties_go_to_the_server_order() {
     let body = json(kib(100));
     let s = setup(
-        vec![(
-            "/api",
-            Reply::new("application/json", Body::Sized(body.clone())),
-        )],
+        vec![("/api", sized("application/json", body.clone()))],
         "",
         "",
     )
@@ -388,10 +218,7 @@ async fn the_client_weights_pick_the_coding_and_ties_go_to_the_server_order() {
 async fn the_configured_order_breaks_ties() {
     let body = json(kib(20));
     let s = setup(
-        vec![(
-            "/api",
-            Reply::new("application/json", Body::Sized(body.clone())),
-        )],
+        vec![("/api", sized("application/json", body.clone()))],
         "algorithms = [\"gzip\", \"zstd\"]",
         "",
     )
@@ -412,14 +239,8 @@ async fn every_algorithm_round_trips_to_the_origin_body_and_is_counted_once() {
     let body = json(kib(300));
     let s = setup(
         vec![
-            (
-                "/sized",
-                Reply::new("application/json", Body::Sized(body.clone())),
-            ),
-            (
-                "/chunked",
-                Reply::new("application/json", Body::Chunked(body.clone())),
-            ),
+            ("/sized", sized("application/json", body.clone())),
+            ("/chunked", chunked("application/json", body.clone())),
         ],
         "",
         "",
@@ -455,10 +276,7 @@ async fn every_algorithm_round_trips_to_the_origin_body_and_is_counted_once() {
 async fn h2c_clients_get_compressed_bodies_too() {
     let body = json(kib(50));
     let s = setup(
-        vec![(
-            "/api",
-            Reply::new("application/json", Body::Sized(body.clone())),
-        )],
+        vec![("/api", sized("application/json", body.clone()))],
         "",
         "",
     )
@@ -484,27 +302,11 @@ async fn small_bodies_and_unlisted_types_pass_as_they_are() {
     let png = vec![0x89u8; kib(10)];
     let s = setup(
         vec![
-            (
-                "/small",
-                Reply::new("application/json", Body::Sized(small.clone())),
-            ),
-            (
-                "/small-chunked",
-                Reply::new("application/json", Body::Chunked(small.clone())),
-            ),
-            ("/png", Reply::new("image/png", Body::Sized(png.clone()))),
-            (
-                "/html",
-                Reply::new("Text/HTML; charset=utf-8", Body::Sized(json(2000))),
-            ),
-            (
-                "/untyped",
-                Reply {
-                    status: 200,
-                    headers: vec![],
-                    body: Body::Sized(json(2000)),
-                },
-            ),
+            ("/small", sized("application/json", small.clone())),
+            ("/small-chunked", chunked("application/json", small.clone())),
+            ("/png", sized("image/png", png.clone())),
+            ("/html", sized("Text/HTML; charset=utf-8", json(2000))),
+            ("/untyped", Script::fixed(json(2000)).without_content_type()),
         ],
         "min_length = 1024",
         "",
@@ -538,11 +340,8 @@ async fn small_bodies_and_unlisted_types_pass_as_they_are() {
 async fn the_types_list_and_min_length_come_from_the_config() {
     let s = setup(
         vec![
-            ("/csv", Reply::new("text/csv", Body::Sized(json(300)))),
-            (
-                "/json",
-                Reply::new("application/json", Body::Sized(json(300))),
-            ),
+            ("/csv", sized("text/csv", json(300))),
+            ("/json", sized("application/json", json(300))),
         ],
         "types = [\"text/*\"]\nmin_length = \"200B\"",
         "",
@@ -561,7 +360,7 @@ async fn no_transform_responses_are_passed_untouched() {
     let s = setup(
         vec![(
             "/api",
-            Reply::new("application/json", Body::Sized(body.clone()))
+            sized("application/json", body.clone())
                 .header("cache-control", "public, no-transform")
                 .header("etag", "\"v1\""),
         )],
@@ -583,10 +382,7 @@ async fn no_transform_responses_are_passed_untouched() {
 async fn a_route_with_compress_false_is_left_alone() {
     let body = json(kib(10));
     let s = setup(
-        vec![(
-            "/api",
-            Reply::new("application/json", Body::Sized(body.clone())),
-        )],
+        vec![("/api", sized("application/json", body.clone()))],
         "",
         "compress = false",
     )
@@ -600,10 +396,7 @@ async fn a_route_with_compress_false_is_left_alone() {
 async fn a_reload_applies_the_compression_table_and_config_shows_it() {
     let body = json(kib(10));
     let s = setup(
-        vec![(
-            "/api",
-            Reply::new("application/json", Body::Sized(body.clone())),
-        )],
+        vec![("/api", sized("application/json", body.clone()))],
         "",
         "",
     )
@@ -650,12 +443,11 @@ async fn strong_etags_are_weakened_and_weak_ones_kept() {
         vec![
             (
                 "/strong",
-                Reply::new("application/json", Body::Sized(body.clone())).header("etag", "\"abc\""),
+                sized("application/json", body.clone()).header("etag", "\"abc\""),
             ),
             (
                 "/weak",
-                Reply::new("application/json", Body::Sized(body.clone()))
-                    .header("etag", "W/\"abc\""),
+                sized("application/json", body.clone()).header("etag", "W/\"abc\""),
             ),
         ],
         "",
@@ -681,7 +473,7 @@ async fn strong_etags_are_weakened_and_weak_ones_kept() {
 async fn vary_names_accept_encoding_exactly_once() {
     let body = json(kib(4));
     let reply = |vary: Option<&str>| {
-        let reply = Reply::new("application/json", Body::Sized(body.clone()));
+        let reply = sized("application/json", body.clone());
         match vary {
             Some(vary) => reply.header("vary", vary),
             None => reply,
@@ -718,7 +510,7 @@ async fn head_gets_the_headers_a_get_would_and_no_body() {
     let s = setup(
         vec![(
             "/api",
-            Reply::new("application/json", Body::Sized(body.clone())).header("etag", "\"e\""),
+            sized("application/json", body.clone()).header("etag", "\"e\""),
         )],
         "",
         "",
@@ -761,14 +553,14 @@ async fn partial_and_not_modified_answers_are_untouched() {
         vec![
             (
                 "/partial",
-                Reply::new("application/json", Body::Sized(part.clone()))
+                sized("application/json", part.clone())
                     .status(206)
                     .header("content-range", "bytes 0-1999/90000")
                     .header("etag", "\"p\""),
             ),
             (
                 "/unchanged",
-                Reply::new("application/json", Body::Sized(Vec::new()))
+                sized("application/json", Vec::new())
                     .status(304)
                     .header("etag", "\"p\""),
             ),
@@ -821,13 +613,13 @@ async fn a_20_mib_body_streams_through_the_compressor_in_bounded_memory() {
         vec![
             (
                 "/20MiB",
-                Reply::new("text/plain", Body::Generated(20 * MIB_CHUNKS)),
+                Script::generated(20 * MIB_CHUNKS).content_type("text/plain"),
             ),
             (
                 "/4MiB",
-                Reply::new("text/plain", Body::Generated(4 * MIB_CHUNKS)),
+                Script::generated(4 * MIB_CHUNKS).content_type("text/plain"),
             ),
-            ("/warm", Reply::new("text/plain", Body::Generated(16))),
+            ("/warm", Script::generated(16).content_type("text/plain")),
         ],
         "",
         "",
@@ -890,7 +682,7 @@ async fn an_origin_coding_the_client_accepts_passes_through_byte_for_byte() {
     let s = setup(
         vec![(
             "/gz",
-            Reply::new("application/json", Body::Sized(gzipped.clone()))
+            sized("application/json", gzipped.clone())
                 .header("content-encoding", "gzip")
                 .header("etag", "\"g\""),
         )],
@@ -924,12 +716,12 @@ async fn an_origin_coding_the_client_accepts_passes_through_byte_for_byte() {
 #[tokio::test]
 async fn an_origin_coding_the_client_does_not_accept_is_decoded() {
     let body = json(kib(200));
-    let replies: Vec<(String, Reply)> = ["gzip", "br", "zstd"]
+    let replies: Vec<(String, Script)> = ["gzip", "br", "zstd"]
         .iter()
         .map(|coding| {
             (
                 format!("/{coding}"),
-                Reply::new("application/json", Body::Chunked(compress(coding, &body)))
+                chunked("application/json", compress(coding, &body))
                     .header("content-encoding", coding)
                     .header("etag", "\"o\""),
             )
@@ -1003,12 +795,9 @@ async fn a_decompression_bomb_is_cut_at_the_bound_and_counted() {
         vec![
             (
                 "/bomb",
-                Reply::new("text/plain", Body::Chunked(bomb)).header("content-encoding", "gzip"),
+                chunked("text/plain", bomb).header("content-encoding", "gzip"),
             ),
-            (
-                "/ok",
-                Reply::new("text/plain", Body::Sized(b"still here".to_vec())),
-            ),
+            ("/ok", sized("text/plain", b"still here".to_vec())),
         ],
         "max_ratio = 100",
         "",
@@ -1031,8 +820,7 @@ async fn a_body_over_max_decompressed_size_is_cut() {
     let s = setup(
         vec![(
             "/big",
-            Reply::new("application/json", Body::Chunked(compress("zstd", &body)))
-                .header("content-encoding", "zstd"),
+            chunked("application/json", compress("zstd", &body)).header("content-encoding", "zstd"),
         )],
         "max_decompressed_size = \"1MiB\"",
         "",
@@ -1060,23 +848,17 @@ async fn a_corrupt_origin_body_is_cut_cleanly_and_counted() {
         vec![
             (
                 "/corrupt",
-                Reply::new("application/json", Body::Chunked(corrupt))
-                    .header("content-encoding", "gzip"),
+                chunked("application/json", corrupt).header("content-encoding", "gzip"),
             ),
             (
                 "/truncated",
-                Reply::new("application/json", Body::Sized(truncated))
-                    .header("content-encoding", "br"),
+                sized("application/json", truncated).header("content-encoding", "br"),
             ),
             (
                 "/garbage",
-                Reply::new("application/json", Body::Sized(vec![0x42; 5000]))
-                    .header("content-encoding", "zstd"),
+                sized("application/json", vec![0x42; 5000]).header("content-encoding", "zstd"),
             ),
-            (
-                "/ok",
-                Reply::new("text/plain", Body::Sized(b"still here".to_vec())),
-            ),
+            ("/ok", sized("text/plain", b"still here".to_vec())),
         ],
         "",
         "",
@@ -1109,11 +891,9 @@ async fn a_body_that_goes_bad_after_the_header_left_is_cut_not_completed() {
     let s = setup(
         vec![(
             "/late",
-            Reply::new(
-                "application/json",
-                Body::TwoParts(good.to_vec(), vec![0xff; 4096]),
-            )
-            .header("content-encoding", "gzip"),
+            Script::two_parts(good.to_vec(), vec![0xff; 4096])
+                .content_type("application/json")
+                .header("content-encoding", "gzip"),
         )],
         "",
         "",
@@ -1150,8 +930,8 @@ async fn a_body_that_goes_bad_after_the_header_left_is_cut_not_completed() {
 #[tokio::test]
 async fn a_cached_variant_is_served_again_without_compressing_again() {
     let body = json(kib(100));
-    let cacheable = Reply::new("application/json", Body::Sized(body.clone()))
-        .header("cache-control", "public, max-age=60");
+    let cacheable =
+        sized("application/json", body.clone()).header("cache-control", "public, max-age=60");
     let s = setup(
         vec![("/api", cacheable.clone()), ("/head-first", cacheable)],
         "",

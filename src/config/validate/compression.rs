@@ -93,7 +93,7 @@ fn algorithms(checker: &mut Checker, list: &[String], path: &KeyPath) -> Vec<Alg
 fn min_length(checker: &mut Checker, size: &RawSize, path: &KeyPath) -> u64 {
     let parsed = match size {
         RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
-        RawSize::Text(text) => parse_size(text),
+        RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
     };
     parsed.unwrap_or_else(|message| {
         checker.problem(path, message);
@@ -112,8 +112,8 @@ fn types(checker: &mut Checker, list: &[String], path: &KeyPath) -> Vec<TypePatt
         .enumerate()
         .filter_map(|(index, text)| match TypePattern::parse(text) {
             Ok(pattern) => Some(pattern),
-            Err(message) => {
-                checker.problem(&path.index(index), message);
+            Err(e) => {
+                checker.problem(&path.index(index), e.to_string());
                 None
             }
         })

@@ -5,8 +5,10 @@
 //!   (shared with the TCP door, so a reload's new certificates apply to both).
 //! - Limits from `[http3]`: concurrent request streams, stream and connection receive windows
 //!   and the idle timeout (QUIC transport), the field section size (h3).
-//! - Each request stream becomes a [`session::H3Session`] handed to
-//!   `HttpProxy::process_new_http`, so routing, balancing, pools and metrics are the TCP ones.
+//! - Each request stream's header is converted and checked (`request`), then the stream
+//!   becomes a [`session::H3Session`] handed to `HttpProxy::process_new_http`, so routing,
+//!   balancing, pools, refusals and metrics are the TCP ones. `harness` (tests only) pairs a
+//!   real h3 client with a session in process.
 //! - Graceful upgrade: the UDP socket sits in Pingora's listen-fd table under `udp://ADDR`, so
 //!   SIGQUIT hands it to the new process with the TCP sockets; a process started with
 //!   `--upgrade` takes it from there instead of binding.
@@ -14,13 +16,16 @@
 //!   requests finish, then the connection closes; new connection attempts are ignored, so that
 //!   on an upgrade their retransmissions reach the new process.
 
+#[cfg(test)]
+mod harness;
+mod request;
 mod session;
 
 use super::OpenConnection;
 use crate::config::{Http3Limits, ListenerConfig};
-use crate::metrics::{Protocol, METRICS};
+use crate::metrics::Protocol;
 use crate::proxy::Parapet;
-use crate::tls::SniResolver;
+use crate::tls::{SniResolver, TLS_METRICS};
 use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
@@ -104,6 +109,30 @@ pub fn quic_service(
     }
 }
 
+/// Why the QUIC listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("cannot duplicate the inherited UDP socket: {0}")]
+    DuplicateInherited(std::io::Error),
+    #[error("cannot bind UDP {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot duplicate the UDP socket: {0}")]
+    Duplicate(std::io::Error),
+    #[error("cannot make the UDP socket non-blocking: {0}")]
+    NonBlocking(std::io::Error),
+    #[error("cannot start the QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+    #[error("TLS 1.3 for QUIC: {0}")]
+    Tls13(rustls::Error),
+    #[error("TLS config for QUIC: {0}")]
+    QuicTls(quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("idle_timeout {0:?} is too long for QUIC")]
+    IdleTimeout(Duration),
+}
+
 /// The key of the UDP socket in Pingora's listen-fd table (TCP sockets use the bare address).
 fn fd_key(address: SocketAddr) -> String {
     format!("udp://{address}")
@@ -149,7 +178,7 @@ impl Service for QuicService {
 impl QuicService {
     /// The UDP socket: inherited from the previous process on an upgrade, else bound here and
     /// registered so the next upgrade inherits it.
-    fn socket(&self, fds: Option<ListenFds>) -> Result<UdpSocket, String> {
+    fn socket(&self, fds: Option<ListenFds>) -> Result<UdpSocket, QuicError> {
         let key = fd_key(self.address);
         let inherited = fds.as_ref().and_then(|fds| fds.lock().get(&key).copied());
         if let Some(fd) = inherited {
@@ -157,7 +186,7 @@ impl QuicService {
             // borrowed here to duplicate it.
             let owned = unsafe { BorrowedFd::borrow_raw(fd) }
                 .try_clone_to_owned()
-                .map_err(|e| format!("cannot duplicate the inherited UDP socket: {e}"))?;
+                .map_err(QuicError::DuplicateInherited)?;
             let socket = UdpSocket::from(owned);
             match socket.local_addr() {
                 Ok(local) if local == self.address => {
@@ -169,24 +198,26 @@ impl QuicService {
                 }
             }
         }
-        let socket = UdpSocket::bind(self.address)
-            .map_err(|e| format!("cannot bind UDP {}: {e}", self.address))?;
+        let socket = UdpSocket::bind(self.address).map_err(|source| QuicError::Bind {
+            address: self.address,
+            source,
+        })?;
         if let Some(fds) = fds {
             // The table gets its own descriptor, so it stays valid whatever happens to ours.
             let copy: OwnedFd = socket
                 .try_clone()
                 .map(OwnedFd::from)
-                .map_err(|e| format!("cannot duplicate the UDP socket: {e}"))?;
+                .map_err(QuicError::Duplicate)?;
             fds.lock().add(key, copy.into_raw_fd());
         }
         Ok(socket)
     }
 
-    fn endpoint(&self, fds: Option<ListenFds>) -> Result<(quinn::Endpoint, RawFd), String> {
+    fn endpoint(&self, fds: Option<ListenFds>) -> Result<(quinn::Endpoint, RawFd), QuicError> {
         let socket = self.socket(fds)?;
         socket
             .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the UDP socket non-blocking: {e}"))?;
+            .map_err(QuicError::NonBlocking)?;
         let raw = socket.as_raw_fd();
         let server_config = server_config(&self.resolver, &self.limits)?;
         let endpoint = quinn::Endpoint::new(
@@ -195,7 +226,7 @@ impl QuicService {
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|e| format!("cannot start the QUIC endpoint: {e}"))?;
+        .map_err(QuicError::Endpoint)?;
         Ok((endpoint, raw))
     }
 }
@@ -204,17 +235,16 @@ impl QuicService {
 fn server_config(
     resolver: &Arc<SniResolver>,
     limits: &Http3Limits,
-) -> Result<quinn::ServerConfig, String> {
+) -> Result<quinn::ServerConfig, QuicError> {
     crate::tls::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| format!("TLS 1.3 for QUIC: {e}"))?
+        .map_err(QuicError::Tls13)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
     tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| format!("TLS config for QUIC: {e}"))?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(QuicError::QuicTls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
 
     let mut transport = quinn::TransportConfig::default();
@@ -224,12 +254,8 @@ fn server_config(
         .stream_receive_window(quinn::VarInt::from_u32(limits.stream_receive_window))
         .receive_window(quinn::VarInt::from_u32(limits.receive_window))
         .send_window(u64::from(limits.receive_window).max(u64::from(limits.stream_receive_window)));
-    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout).map_err(|_| {
-        format!(
-            "idle_timeout {:?} is too long for QUIC",
-            limits.idle_timeout
-        )
-    })?;
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|_| QuicError::IdleTimeout(limits.idle_timeout))?;
     transport.max_idle_timeout(Some(idle));
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -344,7 +370,7 @@ async fn serve_connection(
             return;
         }
     };
-    METRICS.tls_handshakes.inc();
+    TLS_METRICS.handshakes.inc();
     let _open = OpenConnection::count(Protocol::H3);
     let info = Arc::new(connection_info(&connection, local_ip, &shared));
     let mut h3 = match shared
@@ -473,10 +499,10 @@ async fn serve_request(
         recv.stop_sending(Code::H3_REQUEST_REJECTED);
         return;
     }
-    let header = match session::request_header(request) {
+    let header = match request::request_header(request) {
         Ok(header) => header,
         Err(why) => {
-            tracing::debug!(client = %info.client, why, "malformed h3 request");
+            tracing::debug!(client = %info.client, %why, "malformed h3 request");
             send.stop_stream(Code::H3_MESSAGE_ERROR);
             recv.stop_sending(Code::H3_MESSAGE_ERROR);
             return;

@@ -17,6 +17,8 @@
 //! [`read_body_bytes`]: custom::Session::read_body_bytes
 //! [`read_body_or_idle`]: custom::Session::read_body_or_idle
 
+use super::request::validated_content_length;
+use crate::fields::CONNECTION_SPECIFIC;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -25,7 +27,7 @@ use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h3::error::{Code, StreamError};
 use h3::server::RequestStream;
-use http::{header, HeaderMap, HeaderValue, Method};
+use http::{header, HeaderMap, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::body_buffer::FixedBuffer;
 use pingora::protocols::http::custom::server as custom;
@@ -50,113 +52,30 @@ pub(super) struct ConnectionInfo {
     pub digest: Digest,
 }
 
-/// Turns an h3 request into the header Pingora sees: version HTTP/3, `Host` from
-/// `:authority`, cookies joined. A malformed request (RFC 9114 §4.1.2) gives the reason.
-pub(super) fn request_header(
-    request: http::Request<()>,
-) -> std::result::Result<RequestHeader, String> {
-    let (mut parts, ()) = request.into_parts();
-    let headers = &mut parts.headers;
-    // Connection-specific fields make an HTTP/3 message malformed (RFC 9114 §4.2).
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        if headers.contains_key(&name) {
-            return Err(format!("connection-specific field {name}"));
-        }
-    }
-    if headers
-        .get_all(header::TE)
-        .iter()
-        .any(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        return Err("te other than \"trailers\"".to_string());
-    }
-    content_length(headers)?;
-    join_cookies(headers);
-    match (
-        parts.uri.authority().map(|a| a.as_str().to_string()),
-        headers.get(header::HOST),
-    ) {
-        (Some(authority), Some(host)) if host.as_bytes() != authority.as_bytes() => {
-            return Err("Host differs from :authority".to_string());
-        }
-        (Some(authority), None) => {
-            let value =
-                HeaderValue::from_str(&authority).map_err(|_| "unusable :authority".to_string())?;
-            headers.insert(header::HOST, value);
-        }
-        (None, None) => return Err("neither :authority nor Host".to_string()),
-        _ => {}
-    }
-    parts.version = http::Version::HTTP_3;
-    let header = RequestHeader::from(parts);
-    if header
-        .raw_path()
-        .iter()
-        .any(|b| matches!(b, 0x00 | b'\n' | b'\r' | b' '))
-    {
-        return Err("forbidden byte in :path".to_string());
-    }
-    pingora::protocols::http::authority::validate_request_authority(&header)
-        .map_err(|e| e.to_string())?;
-    Ok(header)
-}
-
-/// The declared body length: several fields must agree, every value must be digits.
-fn content_length(headers: &HeaderMap) -> std::result::Result<Option<u64>, String> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| "unreadable content-length".to_string())?;
-        for token in text.split(',').map(str::trim) {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("content-length {text:?}"));
-            }
-            let n: u64 = token
-                .parse()
-                .map_err(|_| format!("content-length {text:?}"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length values".to_string());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
-/// HTTP/2 and HTTP/3 may split `cookie` into several fields; HTTP/1.1 needs one (RFC 9114 §4.2.1).
-fn join_cookies(headers: &mut HeaderMap) {
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
-    let joined: Vec<u8> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, value);
-    }
-}
-
-/// Response fields HTTP/3 forbids (RFC 9114 §4.2); a peer would treat them as malformed.
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "transfer-encoding",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
-
 fn h3_error(kind: ErrorType, context: &'static str, e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(kind, format!("{context}: {e}"))
+}
+
+/// The request side of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receiving {
+    /// A body is read from the stream until its end.
+    Body,
+    /// The request has no body (declared empty, or GET/HEAD without a length), but the half
+    /// is open: data that comes anyway is refused.
+    NoBody,
+    /// The half is over: FIN (or trailers) seen, or reading was stopped.
+    Closed,
+}
+
+/// The response side of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    Open,
+    /// FIN sent: the response is complete.
+    Finished,
+    /// Reset, or ended without its FIN going out: the client sees it incomplete.
+    Stopped,
 }
 
 /// An h3 request stream, adapted to Pingora's custom downstream session.
@@ -167,19 +86,14 @@ pub(super) struct H3Session {
     info: Arc<ConnectionInfo>,
     digest: Digest,
     content_length: Option<u64>,
-    /// The request carries no body (declared, seen, or GET/HEAD without a length).
-    no_body: bool,
-    /// The receive half is over: FIN (or trailers) seen, or reading was stopped.
-    recv_done: bool,
+    receiving: Receiving,
     /// Body bytes taken off the stream when the session was made.
     stashed: Option<Bytes>,
     body_read: usize,
     body_sent: usize,
     /// The final (non-1xx) response header, once sent.
     response_written: Option<Box<ResponseHeader>>,
-    /// The send half is closed: FIN sent (`completed`) or reset.
-    ended: bool,
-    completed: bool,
+    sending: Sending,
     retry_buffer: Option<FixedBuffer>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -194,7 +108,7 @@ impl H3Session {
         info: Arc<ConnectionInfo>,
     ) -> Self {
         // Validated by `request_header`.
-        let content_length = content_length(&request.headers).ok().flatten();
+        let content_length = validated_content_length(&request.headers).ok().flatten();
         let mut session = H3Session {
             digest: info.digest.clone(),
             request,
@@ -202,14 +116,16 @@ impl H3Session {
             recv: Mutex::new(recv),
             info,
             content_length,
-            no_body: content_length == Some(0),
-            recv_done: false,
+            receiving: if content_length == Some(0) {
+                Receiving::NoBody
+            } else {
+                Receiving::Body
+            },
             stashed: None,
             body_read: 0,
             body_sent: 0,
             response_written: None,
-            ended: false,
-            completed: false,
+            sending: Sending::Open,
             retry_buffer: None,
             read_timeout: None,
             write_timeout: None,
@@ -226,10 +142,7 @@ impl H3Session {
         let mut cx = Context::from_waker(Waker::noop());
         let recv = self.recv.get_mut().unwrap_or_else(|e| e.into_inner());
         match recv.poll_recv_data(&mut cx) {
-            Poll::Ready(Ok(None)) => {
-                self.recv_done = true;
-                self.no_body = true;
-            }
+            Poll::Ready(Ok(None)) => self.receiving = Receiving::Closed,
             Poll::Ready(Ok(Some(mut data))) => {
                 let bytes = data.copy_to_bytes(data.remaining());
                 if !bytes.is_empty() {
@@ -239,7 +152,9 @@ impl H3Session {
             // An error will come again on the first real read.
             Poll::Ready(Err(_)) => {}
             Poll::Pending => {
-                self.no_body = matches!(self.request.method, Method::GET | Method::HEAD);
+                if matches!(self.request.method, Method::GET | Method::HEAD) {
+                    self.receiving = Receiving::NoBody;
+                }
             }
         }
     }
@@ -254,8 +169,7 @@ impl H3Session {
 
     fn body_done(&self) -> bool {
         self.stashed.is_none()
-            && (self.no_body
-                || self.recv_done
+            && (self.receiving != Receiving::Body
                 || self
                     .content_length
                     .is_some_and(|l| self.body_read as u64 >= l))
@@ -265,8 +179,8 @@ impl H3Session {
     fn reject_malformed(&mut self, why: &str) -> Box<Error> {
         self.send_half().stop_stream(Code::H3_MESSAGE_ERROR);
         self.recv_half().stop_sending(Code::H3_MESSAGE_ERROR);
-        self.ended = true;
-        self.recv_done = true;
+        self.sending = Sending::Stopped;
+        self.receiving = Receiving::Closed;
         Error::explain(
             ErrorType::InvalidHTTPHeader,
             format!("malformed h3 request: {why}"),
@@ -320,7 +234,7 @@ impl H3Session {
     /// connection); body data arriving meanwhile is dropped. Always an error.
     async fn idle(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if self.recv_done {
+            if self.receiving == Receiving::Closed {
                 let reason = self.info.connection.closed().await;
                 return Error::e_explain(
                     ErrorType::ConnectionClosed,
@@ -339,10 +253,10 @@ impl H3Session {
                         // A body nobody will read (a GET's, or the rest once the upstream is
                         // done): ask the client to stop sending it (RFC 9114 §4.1).
                         tracing::debug!(length, "h3 request body not wanted; STOP_SENDING");
-                        self.recv_done = true;
+                        self.receiving = Receiving::Closed;
                         self.recv_half().stop_sending(Code::H3_NO_ERROR);
                     }
-                    Ok(None) => self.recv_done = true,
+                    Ok(None) => self.receiving = Receiving::Closed,
                     Err(e) => return Err(h3_error(ErrorType::ReadError, "h3 client gave up the request", e)),
                 },
                 reason = connection.closed() => {
@@ -372,7 +286,8 @@ impl H3Session {
 
     async fn send_header(&mut self, header: &ResponseHeader) -> Result<()> {
         let mut parts = header.as_owned_parts();
-        for name in CONNECTION_SPECIFIC {
+        // A peer would treat them as malformed (RFC 9114 §4.2).
+        for name in &CONNECTION_SPECIFIC {
             parts.headers.remove(name);
         }
         if !parts.headers.contains_key(header::DATE) && !header.status.is_informational() {
@@ -386,24 +301,25 @@ impl H3Session {
 
     /// Ends the response with FIN.
     async fn end_stream(&mut self) -> Result<()> {
-        if self.ended {
+        if self.sending != Sending::Open {
             return Ok(());
         }
         let timeout = self.write_timeout;
-        self.ended = true;
+        // Should the FIN not go out, the response stays incomplete.
+        self.sending = Sending::Stopped;
         Self::write_with_timeout(timeout, self.send_half().finish()).await?;
-        self.completed = true;
+        self.sending = Sending::Finished;
         Ok(())
     }
 
     /// Gives the response up so that the client sees it incomplete (a stream reset).
     fn reset(&mut self, code: Code) {
-        if !self.ended {
-            self.ended = true;
+        if self.sending == Sending::Open {
+            self.sending = Sending::Stopped;
             self.send_half().stop_stream(code);
         }
-        if !self.recv_done {
-            self.recv_done = true;
+        if self.receiving != Receiving::Closed {
+            self.receiving = Receiving::Closed;
             self.recv_half().stop_sending(Code::H3_REQUEST_CANCELLED);
         }
     }
@@ -413,13 +329,13 @@ impl Drop for H3Session {
     fn drop(&mut self) {
         // An h3-quinn send half dropped unfinished would end the stream cleanly; a response that
         // was not completed must look incomplete to the client.
-        if !self.ended {
-            self.ended = true;
+        if self.sending == Sending::Open {
+            self.sending = Sending::Stopped;
             self.send_half().stop_stream(Code::H3_INTERNAL_ERROR);
         }
-        if !self.recv_done {
+        if self.receiving != Receiving::Closed {
             // A complete response may leave the rest of the request unread (RFC 9114 §4.1).
-            let code = if self.completed {
+            let code = if self.sending == Sending::Finished {
                 Code::H3_NO_ERROR
             } else {
                 Code::H3_REQUEST_CANCELLED
@@ -462,7 +378,7 @@ impl custom::Session for H3Session {
                 Ok(Some(bytes))
             }
             None => {
-                self.recv_done = true;
+                self.receiving = Receiving::Closed;
                 if self
                     .content_length
                     .is_some_and(|l| (self.body_read as u64) < l)
@@ -481,13 +397,13 @@ impl custom::Session for H3Session {
         }
         // No need to read what is not wanted: ask the client to stop sending (RFC 9114 §4.1).
         self.stashed = None;
-        self.recv_done = true;
+        self.receiving = Receiving::Closed;
         self.recv_half().stop_sending(Code::H3_NO_ERROR);
         Ok(())
     }
 
     async fn write_response_header(&mut self, resp: Box<ResponseHeader>, end: bool) -> Result<()> {
-        if self.ended {
+        if self.sending != Sending::Open {
             return Ok(());
         }
         if resp.status.is_informational() {
@@ -520,7 +436,7 @@ impl custom::Session for H3Session {
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        if self.ended {
+        if self.sending != Sending::Open {
             tracing::debug!("h3 response body after the end of the stream dropped");
             return Ok(());
         }
@@ -543,7 +459,7 @@ impl custom::Session for H3Session {
     }
 
     async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
-        if self.ended {
+        if self.sending != Sending::Open {
             return Ok(());
         }
         if self.response_written.is_none() {
@@ -655,7 +571,11 @@ impl custom::Session for H3Session {
     }
 
     fn is_body_empty(&mut self) -> bool {
-        self.no_body || (self.recv_done && self.body_read == 0 && self.stashed.is_none())
+        match self.receiving {
+            Receiving::NoBody => true,
+            Receiving::Closed => self.body_read == 0 && self.stashed.is_none(),
+            Receiving::Body => false,
+        }
     }
 
     async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
@@ -753,203 +673,13 @@ impl custom::Session for H3Session {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(
-        build: impl FnOnce(http::request::Builder) -> http::request::Builder,
-    ) -> std::result::Result<RequestHeader, String> {
-        request_header(
-            build(http::Request::builder().uri("https://example.com:8443/p?q=1"))
-                .body(())
-                .expect("request"),
-        )
-    }
-
-    #[test]
-    fn host_comes_from_authority_and_the_version_is_h3() {
-        let header = request(|b| b).expect("valid");
-        assert_eq!(
-            header.headers.get(header::HOST).map(|v| v.as_bytes()),
-            Some(&b"example.com:8443"[..])
-        );
-        assert_eq!(header.version, http::Version::HTTP_3);
-        assert_eq!(header.raw_path(), b"/p?q=1");
-    }
-
-    #[test]
-    fn malformed_requests_are_refused() {
-        assert!(request(|b| b.header("connection", "keep-alive")).is_err());
-        assert!(request(|b| b.header("transfer-encoding", "chunked")).is_err());
-        assert!(request(|b| b.header("te", "gzip")).is_err());
-        assert!(request(|b| b.header("te", "trailers")).is_ok());
-        assert!(request(|b| b.header("host", "other.example")).is_err());
-        assert!(request(|b| b.header("host", "example.com:8443")).is_ok());
-        assert!(request(|b| b
-            .header("content-length", "12")
-            .header("content-length", "13"))
-        .is_err());
-        assert!(request(|b| b.header("content-length", "-1")).is_err());
-        assert!(request(|b| b.header("content-length", "7, 7")).is_ok());
-        assert!(request_header(
-            http::Request::builder()
-                .uri("/no-authority")
-                .body(())
-                .expect("request")
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn cookies_are_joined_for_http1() {
-        let header = request(|b| b.header("cookie", "a=1").header("cookie", "b=2")).expect("valid");
-        let cookies: Vec<_> = header.headers.get_all(header::COOKIE).iter().collect();
-        assert_eq!(cookies, [&HeaderValue::from_static("a=1; b=2")]);
-    }
-}
-
 /// The adapter against a real h3 client over an in-process QUIC connection.
 #[cfg(test)]
 mod wire_tests {
+    use super::super::harness::{body_of, get, pair, reset_code, Pair};
     use super::*;
-    use crate::config::Http3Limits;
-    use crate::tls::{CertificateSet, SniResolver};
     use custom::Session as _;
-
-    type ClientStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
-
-    /// A server-side session for the request `request` sends from a real client, and the
-    /// client's stream.
-    struct Pair {
-        session: H3Session,
-        client: ClientStream,
-        _keep: Vec<Box<dyn std::any::Any + Send>>,
-    }
-
-    async fn pair(request: http::Request<()>, body: Option<&'static [u8]>, finish: bool) -> Pair {
-        let dir = tempfile::tempdir().expect("tempdir");
-        crate::tls::make_dev_certificates(dir.path()).expect("certificates");
-        let loaded = crate::tls::load_certificate(
-            &dir.path().join("localhost.crt"),
-            &dir.path().join("localhost.key"),
-        )
-        .expect("certificate loads");
-        let resolver = Arc::new(SniResolver::new(CertificateSet::new(&[Arc::new(loaded)])));
-        let limits = Http3Limits {
-            max_concurrent_streams: 10,
-            max_field_section_size: 16 * 1024,
-            stream_receive_window: 1 << 20,
-            receive_window: 4 << 20,
-            idle_timeout: Duration::from_secs(10),
-        };
-        let server_config = super::super::server_config(&resolver, &limits).expect("server config");
-        let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().expect("addr"))
-            .expect("server");
-        let address = server.local_addr().expect("local addr");
-
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            rustls::pki_types::CertificateDer::pem_file_iter(dir.path().join("ca.crt")).expect("ca")
-        {
-            roots.add(cert.expect("pem")).expect("root");
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h3".to_vec()];
-        let mut client =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls"),
-        )));
-
-        let client_side = async {
-            let connection = client
-                .connect(address, "localhost")
-                .expect("connect")
-                .await
-                .expect("handshake");
-            let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
-                .await
-                .expect("h3");
-            let drive = tokio::spawn(async move {
-                let _ = driver.wait_idle().await;
-            });
-            let mut stream = send.send_request(request).await.expect("request");
-            if let Some(body) = body {
-                stream
-                    .send_data(Bytes::from_static(body))
-                    .await
-                    .expect("body");
-            }
-            if finish {
-                stream.finish().await.expect("finish");
-            }
-            (stream, send, drive)
-        };
-        let server_side = async {
-            let incoming = server.accept().await.expect("incoming");
-            let connection = incoming.await.expect("server handshake");
-            let mut h3 = h3::server::builder()
-                .build::<_, Bytes>(h3_quinn::Connection::new(connection.clone()))
-                .await
-                .expect("h3 server");
-            let resolver = h3.accept().await.expect("accept").expect("a request");
-            let (request, stream) = resolver.resolve_request().await.expect("request header");
-            // The connection must go on being polled (control stream) and must not be dropped.
-            let poll = tokio::spawn(async move { while let Ok(Some(_)) = h3.accept().await {} });
-            (request, stream, connection, poll)
-        };
-        let ((client_stream, send, drive), (request, stream, connection, poll)) =
-            tokio::join!(client_side, server_side);
-        let (send_half, recv_half) = stream.split();
-        let info = Arc::new(ConnectionInfo {
-            client: SocketAddr::Inet(connection.remote_address()),
-            server: SocketAddr::Inet(address),
-            connection,
-            digest: Digest::default(),
-        });
-        let header = request_header(request).expect("valid request");
-        Pair {
-            session: H3Session::new(header, send_half, recv_half, info),
-            client: client_stream,
-            _keep: vec![
-                Box::new(server),
-                Box::new(client),
-                Box::new(send),
-                Box::new(drive),
-                Box::new(poll),
-                Box::new(dir),
-            ],
-        }
-    }
-
-    fn get(path: &str) -> http::Request<()> {
-        http::Request::get(format!("https://localhost{path}"))
-            .body(())
-            .expect("request")
-    }
-
-    async fn body_of(client: &mut ClientStream) -> std::result::Result<Vec<u8>, StreamError> {
-        let mut body = Vec::new();
-        while let Some(mut chunk) = client.recv_data().await? {
-            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        Ok(body)
-    }
-
-    fn reset_code(e: &StreamError) -> Option<Code> {
-        match e {
-            StreamError::RemoteTerminate { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
+    use http::HeaderValue;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn header_body_and_trailers_reach_the_client() {

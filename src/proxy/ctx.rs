@@ -1,0 +1,152 @@
+//! One request's state across the phases: the config it started under, what it learned once in
+//! `request_filter` (Host, scheme, route, request id, cache and compression plans), its tries
+//! at the upstream, and its byte counts. Also the count of requests in flight, for the drain.
+
+use super::runtime::{RouteTarget, Runtime};
+use super::{limits, request_id};
+use crate::cache::RequestCache;
+use crate::compress::RequestCompression;
+use crate::metrics::Protocol;
+use crate::refusal::Refusal;
+use crate::route::normalize_host;
+use crate::upstream::attempts::Attempts;
+use crate::upstream::retry::ProxyFailure;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Requests being processed right now, across every listener (for the drain on SIGTERM).
+static ACTIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Requests still in progress anywhere in the process.
+pub fn active_requests() -> usize {
+    ACTIVE_REQUESTS.load(Ordering::Relaxed)
+}
+
+/// Counts one request in `ACTIVE_REQUESTS` for as long as it lives.
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn start() -> Self {
+        ACTIVE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        ACTIVE_REQUESTS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Method of cache purges, which the admin listener takes and the proxy refuses.
+const PURGE_METHOD: &str = "PURGE";
+
+/// Per-request state.
+pub struct Ctx {
+    _active: ActiveRequest,
+    pub started: Instant,
+    pub runtime: Arc<Runtime>,
+    pub request_id: String,
+    /// The Host the client asked for (`Host`, else the URI's authority), read once.
+    pub host: Option<String>,
+    /// "https" when the request came through a TLS (or QUIC) door, else "http".
+    pub scheme: &'static str,
+    /// `Alt-Svc` for the response: the door serves HTTP/3 and the client is not on it yet.
+    pub alt_svc: Option<http::HeaderValue>,
+    pub target: Option<Arc<RouteTarget>>,
+    pub attempts: Attempts,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    pub cache: RequestCache,
+    pub compression: RequestCompression,
+}
+
+impl Ctx {
+    pub fn new(runtime: Arc<Runtime>) -> Ctx {
+        Ctx {
+            _active: ActiveRequest::start(),
+            started: Instant::now(),
+            runtime,
+            request_id: String::new(),
+            host: None,
+            scheme: "http",
+            alt_svc: None,
+            target: None,
+            attempts: Attempts::default(),
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            cache: RequestCache::default(),
+            compression: RequestCompression::default(),
+        }
+    }
+
+    /// What `request_filter` learns and decides: the Host and door, the size limits, the
+    /// request id, the route, and the request's cache and compression plans. `Err`: the
+    /// refusal to answer with.
+    pub fn admit(&mut self, session: &Session) -> Result<(), Refusal> {
+        let req = session.req_header();
+        self.host = crate::fields::request_host(&req.headers, &req.uri).map(str::to_string);
+        let door = self.runtime.door(session);
+        if door.is_some_and(|d| d.tls) {
+            self.scheme = "https";
+        }
+        if Protocol::of(req.version) != Protocol::H3 {
+            self.alt_svc = door.and_then(|d| d.alt_svc.clone());
+        }
+        limits::check_head(req, &self.runtime.settings)?;
+        self.request_id = request_id::for_request(&req.headers);
+        let host = self.host.as_deref().map(normalize_host);
+        let target = self
+            .runtime
+            .router
+            .lookup(host.as_deref().unwrap_or(""), req.uri.path())
+            .ok_or(Refusal::NoRoute)?;
+        if req.method.as_str() == PURGE_METHOD {
+            return Err(Refusal::PurgeNotHere);
+        }
+        self.cache = RequestCache::new(req, target.cache, self.scheme, self.host.as_deref());
+        self.compression = RequestCompression::new(target.compression.as_ref(), req);
+        self.target = Some(Arc::clone(target));
+        Ok(())
+    }
+
+    /// Counts a piece of the request body; refuses a body past `max_request_body_size`.
+    pub fn received_body(&mut self, bytes: u64, protocol: Protocol) -> Result<(), Refusal> {
+        self.request_body_bytes += bytes;
+        super::metrics::count_body_in(protocol, bytes);
+        limits::check_body(self.request_body_bytes, &self.runtime.settings)
+    }
+
+    /// Counts a piece of the response body.
+    pub fn sent_body(&mut self, bytes: u64, protocol: Protocol) {
+        self.response_body_bytes += bytes;
+        super::metrics::count_body_out(protocol, bytes);
+    }
+}
+
+pub fn protocol_of(session: &Session) -> Protocol {
+    Protocol::of(session.req_header().version)
+}
+
+pub fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// What a failed try tells the retry decision.
+pub fn proxy_failure(session: &Session, e: &Error, reused_connection: bool) -> ProxyFailure {
+    ProxyFailure {
+        upstream_fault: e.esource() == &ErrorSource::Upstream,
+        reused_connection,
+        timeout: crate::refusal::is_timeout(e),
+        repeatable: session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none(),
+    }
+}

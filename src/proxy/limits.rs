@@ -1,0 +1,33 @@
+//! Request size limits: `max_request_header_size` (431) and `max_request_body_size` (413).
+
+use crate::config::ServerSettings;
+use crate::refusal::Refusal;
+use pingora::http::RequestHeader;
+
+/// Bytes a request line and header block take on the wire (approximately, for HTTP/2 too).
+fn request_head_size(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    req.headers.iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
+}
+
+/// The request head against `max_request_header_size`, and a declared body against
+/// `max_request_body_size` (a body without a declared length is counted as it streams).
+pub fn check_head(req: &RequestHeader, settings: &ServerSettings) -> Result<(), Refusal> {
+    if request_head_size(req) > settings.max_request_header_size {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    match crate::fields::content_length(&req.headers) {
+        Some(length) if length > settings.max_request_body_size => Err(Refusal::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The body received so far against `max_request_body_size`.
+pub fn check_body(received: u64, settings: &ServerSettings) -> Result<(), Refusal> {
+    if received > settings.max_request_body_size {
+        return Err(Refusal::BodyTooLarge);
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! One request's tries at its upstream: the servers it tried, the current try's server (whose
+//! in-flight slot it holds), the upstream's response time, and passive health bookkeeping.
+
+use super::retry::{self, ProxyFailure, TryCount};
+use super::{NoServer, Selection, Upstream};
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Servers (indexes in the upstream) tried, in order.
+    tried: Vec<usize>,
+    /// The server of the current try; dropping it releases its in-flight slot.
+    current: Option<Selection>,
+    /// When the current try picked its server.
+    started: Option<Instant>,
+    /// From picking the server to its response header, for the last try answered.
+    upstream_time: Option<Duration>,
+    stale_connection_retries: usize,
+}
+
+impl Attempts {
+    /// Picks the server for the next try and the peer to connect to. The previous try's slot
+    /// is released first, so it does not weigh on the choice.
+    pub fn next(&mut self, upstream: &Upstream, hash_key: &[u8]) -> Result<HttpPeer, NoServer> {
+        self.current = None;
+        let selection = upstream.select(&self.tried, hash_key)?;
+        if !self.tried.is_empty() {
+            super::metrics::count_retry(&upstream.config.name);
+        }
+        self.tried.push(selection.index);
+        self.started = Some(Instant::now());
+        let peer = upstream.peer(selection.index, selection.address);
+        self.current = Some(selection);
+        Ok(peer)
+    }
+
+    /// The connection for the current try is up (`reused`: from the keep-alive pool).
+    pub fn connected(&self, reused: bool) {
+        if let Some(current) = &self.current {
+            let metrics = &current.guard.server().metrics;
+            if reused {
+                metrics.reuses.inc()
+            } else {
+                metrics.connects.inc()
+            }
+        }
+    }
+
+    /// The current try's server answered: its failures are forgiven and its time recorded.
+    pub fn answered(&mut self) {
+        let Some(current) = &self.current else { return };
+        let server = current.guard.server();
+        server.record_success();
+        if let Some(started) = self.started {
+            let elapsed = started.elapsed();
+            self.upstream_time = Some(elapsed);
+            server.metrics.response_time.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Connecting failed: counts it against the server; true when another try may follow.
+    pub fn connect_failed(&self, upstream: &Upstream) -> bool {
+        self.blame_current(upstream);
+        retry::after_connect_failure(self.tried.len(), upstream.config.retries)
+    }
+
+    /// The try failed after connecting; true when the request is tried again.
+    pub fn proxy_failed(&mut self, upstream: Option<&Upstream>, failure: &ProxyFailure) -> bool {
+        let count = TryCount {
+            tries: self.tried.len(),
+            retries: upstream.map(|u| u.config.retries),
+            stale_connection_retries: self.stale_connection_retries,
+        };
+        let decision = retry::after_proxy_failure(failure, &count);
+        if let (true, Some(upstream)) = (decision.server_at_fault, upstream) {
+            self.blame_current(upstream);
+        }
+        if decision.stale_connection {
+            // A fresh connection to the same server, not a try of another one.
+            self.stale_connection_retries += 1;
+            self.tried.pop();
+        }
+        decision.retry
+    }
+
+    fn blame_current(&self, upstream: &Upstream) {
+        if let Some(current) = &self.current {
+            current
+                .guard
+                .server()
+                .record_failure(&upstream.config.servers[current.index]);
+        }
+    }
+
+    /// Ends the request's last try, releasing its slot; the server it used, if any.
+    pub fn finish(&mut self) -> Option<SocketAddr> {
+        self.current.take().map(|s| s.address)
+    }
+
+    pub fn upstream_time(&self) -> Option<Duration> {
+        self.upstream_time
+    }
+}
