@@ -1592,7 +1592,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Boxed so that the request future (~15 KiB) is only allocated once a request has
+        // arrived, not held by every idle keep-alive connection waiting in read_request().
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
