@@ -15,6 +15,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -235,9 +236,19 @@ fn door_service(
         Some(resolver) => {
             service.add_tls_with_settings(&address, None, tls_settings(listener, resolver))
         }
-        None => service.add_tcp(&address),
+        None => service.add_listener(
+            pingora::listeners::ListenerConfig::tcp(address).l4_buffer(plain_tcp_buffers()),
+        ),
     }
     service
+}
+
+/// Socket buffering for cleartext listeners: no L4 read buffer. The HTTP/1 and h2 codecs
+/// read into buffers of their own, so Pingora's default 64 KiB read buffer only adds a copy,
+/// and an idle keep-alive connection kept it allocated. (TLS listeners keep the default: rustls
+/// reads in small records, where the buffer saves system calls.)
+fn plain_tcp_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
 
 /// Counts completed TLS handshakes on TCP listeners.
