@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod listen;
+pub mod load;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

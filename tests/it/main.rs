@@ -12,6 +12,7 @@ mod config;
 mod faults;
 mod health;
 mod lifecycle;
+mod load;
 mod proxy_h1;
 mod proxy_h2;
 mod proxy_h3;
