@@ -20,8 +20,15 @@ Thresholds: p50, p95, p99, p99.9… with <, <=, >, >= and a duration (200ms, 1.5
 a percentage (errors<0.1%: statuses other than 2xx/3xx, and transport errors); rps with requests
 per second (rps>450: responses per second over the plan).
 
-Exit status: 0 every threshold holds, 1 one failed (each is printed with its measured value),
-2 bad input.";
+Split (--admin): Parapet's request and upstream histograms are scraped before, every second and
+after; per route and per upstream server the summary gives p50/p95/p99 of upstream time and of
+proxy time (total minus upstream) beside the client's own, each with the histogram bucket it
+lies in (Parapet's buckets run from 1 ms to 10 s, so that is the resolution).
+
+Ctrl-C stops sending, waits for the requests in flight and reports what was measured.
+
+Exit status: 0 every threshold holds, 1 one failed (each is printed with its measured value) or
+the run was stopped by Ctrl-C, 2 bad input (flags, plan file, target, admin listener).";
 
 /// Staged, open-model load on a URL, judged by thresholds; with --admin, each percentile is
 /// split into proxy time and upstream time from Parapet's own metrics.

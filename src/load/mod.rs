@@ -7,12 +7,15 @@
 //! HTML report on disk, and the exit status from the thresholds (0 all hold, 1 one failed).
 //!
 //! Files: `cli` (flags), `plan_file` (TOML), `plan` (fields, merge, checks), `stages` (the rate
-//! curve), `threshold`, `client/` (HTTP/1.1, h2, h3), `record` (HDR histograms, counts), `cpu`,
-//! `scrape` + `split` (Parapet's histograms), `progress`, `report` + `summary` + `report_html`.
+//! curve), `threshold`, `dispatch` (the scheduler), `client/` (HTTP/1.1, h2, h3), `record` (HDR
+//! histograms, counts), `cpu`, `scrape` + `split` (Parapet's histograms), `progress`, `report` +
+//! `summary` + `report_html` + `format`.
 
 mod cli;
 mod client;
 mod cpu;
+mod dispatch;
+mod format;
 mod plan;
 mod plan_file;
 mod progress;
@@ -43,6 +46,9 @@ pub fn run(args: LoadArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(problems) => return bad_input(&problems),
     };
+    if let Some(Err(message)) = plan.report.as_ref().map(report::prepare) {
+        return bad_input(&[message]);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

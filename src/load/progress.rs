@@ -1,8 +1,8 @@
 //! Live progress on stderr: a bar per stage on a terminal (indicatif), else one plain line per
 //! second, each with the current rate, the stage's p95 and its errors.
 
+use super::format::format_ms;
 use super::plan::Plan;
-use super::threshold::format_ms;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 pub struct TickView {
     pub elapsed: Duration,
     pub stage: usize,
+    /// Requests due during the last second.
     pub asked_rate: f64,
     /// Requests that left during the last second.
     pub sent_last_second: u64,

@@ -59,6 +59,15 @@ fn histogram(digits: u8) -> Histogram<u64> {
     Histogram::new(digits).expect("1 to 5 significant digits is a valid histogram")
 }
 
+fn record_micros(histogram: &mut Histogram<u64>, duration: Duration) {
+    let micros = (duration.as_micros() as u64).max(1);
+    // The histograms grow to the largest value recorded; only a value past what a usize can
+    // index fails to fit, and it is then counted at the largest the histogram holds.
+    if histogram.record(micros).is_err() {
+        histogram.saturating_record(micros);
+    }
+}
+
 /// Counts and latencies of a set of requests (the run, a stage).
 #[derive(Debug, Clone)]
 pub struct Tally {
@@ -92,12 +101,7 @@ impl Tally {
             self.errors += 1;
         }
         if let Some(latency) = outcome.latency() {
-            let micros = (latency.as_micros() as u64).max(1);
-            // The histograms grow to the largest value recorded; only a value past what a
-            // usize can index fails to fit, and it is then counted at the largest it holds.
-            if self.latency_us.record(micros).is_err() {
-                self.latency_us.saturating_record(micros);
-            }
+            record_micros(&mut self.latency_us, latency);
         }
     }
 
@@ -166,7 +170,8 @@ pub struct Tallies {
     pub error_kinds: BTreeMap<String, u64>,
     /// Requests that left more than [`LATE_SEND_TOLERANCE_MS`] after they were due.
     pub missed_send_slots: u64,
-    pub max_send_lag: Duration,
+    /// How late requests left (µs): the generator's own share of the latency it reports.
+    pub send_lag_us: Histogram<u64>,
 }
 
 /// Collects outcomes from every request task.
@@ -193,7 +198,7 @@ impl Recorder {
                 stage_sent: vec![0; stages],
                 error_kinds: BTreeMap::new(),
                 missed_send_slots: 0,
-                max_send_lag: Duration::ZERO,
+                send_lag_us: histogram(RUN_HISTOGRAM_DIGITS),
             }),
         }
     }
@@ -243,7 +248,7 @@ impl Recorder {
             *tallies.error_kinds.entry(kind).or_default() += 1;
         }
         let lag = lag.unwrap_or(outcome.finished.saturating_duration_since(outcome.due));
-        tallies.max_send_lag = tallies.max_send_lag.max(lag);
+        record_micros(&mut tallies.send_lag_us, lag);
         if lag > Duration::from_millis(LATE_SEND_TOLERANCE_MS) {
             tallies.missed_send_slots += 1;
         }

@@ -26,7 +26,9 @@ pub struct Report {
     /// Failed requests by kind: `status NNN`, `timeout`, `connect: …`, `tls: …`, `closed…`.
     pub error_kinds: BTreeMap<String, u64>,
     pub thresholds: Vec<Verdict>,
-    /// True when every threshold holds.
+    /// Set when Ctrl-C stopped the run this many seconds in; such a run does not pass.
+    pub interrupted_after_secs: Option<f64>,
+    /// True when every threshold holds (and the run was not interrupted).
     pub passed: bool,
     pub generator: GeneratorReport,
     /// Parapet's own view (with --admin).
@@ -42,6 +44,9 @@ pub struct PlanReport {
     pub protocol: &'static str,
     pub connections: usize,
     pub timeout_ms: u64,
+    /// `name: value`, as sent besides Host and User-Agent.
+    pub headers: Vec<String>,
+    pub body_bytes: usize,
     pub stages: Vec<StagePlan>,
     pub thresholds: Vec<String>,
     pub admin: Option<String>,
@@ -109,7 +114,9 @@ pub struct GeneratorReport {
     pub cpu: Option<CpuUse>,
     pub missed_send_slots: u64,
     pub late_send_tolerance_ms: u64,
-    pub max_send_lag_ms: f64,
+    /// How late requests left after they were due: p50, p99, max (ms). This part of the
+    /// reported latency is the generator's, not the server's.
+    pub send_lag_ms: [f64; 3],
     pub scrape_failures: u64,
     /// Set when the generator may have held the load back; read the figures with it in mind.
     pub warnings: Vec<String>,
@@ -155,7 +162,8 @@ impl Report {
             stages,
             total: total_report(plan, tallies),
             error_kinds: tallies.error_kinds.clone(),
-            passed: thresholds.iter().all(|v| v.passed),
+            interrupted_after_secs: run.interrupted.map(|d| d.as_secs_f64()),
+            passed: run.interrupted.is_none() && thresholds.iter().all(|v| v.passed),
             thresholds,
             generator: generator_report(&run),
             timeline: timeline(plan, tallies, &run.split_timeline),
@@ -172,6 +180,12 @@ fn plan_report(plan: &Plan) -> PlanReport {
         protocol: plan.protocol.as_str(),
         connections: plan.connections,
         timeout_ms: plan.timeout.as_millis() as u64,
+        headers: plan
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())))
+            .collect(),
+        body_bytes: plan.body.len(),
         stages: plan
             .stages
             .iter()
@@ -244,7 +258,7 @@ fn generator_report(run: &RunResult) -> GeneratorReport {
         warnings.push(format!(
             "{} requests ({missed_percent:.1}%) left more than {LATE_SEND_TOLERANCE_MS} ms after they were due (max {:.0} ms): the generator or its --connections limit could not keep the asked rate; their latency counts from when they were due",
             tallies.missed_send_slots,
-            tallies.max_send_lag.as_secs_f64() * 1000.0
+            tallies.send_lag_us.max() as f64 / 1000.0
         ));
     }
     if let Some(cpu) = &run.cpu {
@@ -266,7 +280,8 @@ fn generator_report(run: &RunResult) -> GeneratorReport {
         cpu: run.cpu.clone(),
         missed_send_slots: tallies.missed_send_slots,
         late_send_tolerance_ms: LATE_SEND_TOLERANCE_MS,
-        max_send_lag_ms: tallies.max_send_lag.as_secs_f64() * 1000.0,
+        send_lag_ms: [50.0, 99.0, 100.0]
+            .map(|p| tallies.send_lag_us.value_at_quantile(p / 100.0) as f64 / 1000.0),
         scrape_failures: run.scrape_failures,
         warnings,
     }
@@ -293,6 +308,15 @@ fn timeline(plan: &Plan, tallies: &Tallies, split: &[SecondSplit]) -> Vec<Second
             }
         })
         .collect()
+}
+
+/// Creates (or empties) the report file before the run, so that an unwritable path is bad input
+/// found at once rather than after the whole run.
+pub fn prepare(file: &ReportFile) -> Result<(), String> {
+    let (ReportFile::Json(path) | ReportFile::Html(path)) = file;
+    std::fs::File::create(path)
+        .map(drop)
+        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
 }
 
 /// Writes the report where the plan says, as JSON or HTML by the file's extension.

@@ -2,9 +2,10 @@
 //! with latency-over-time and rate-over-time charts, the tables of the summary, and the JSON
 //! report embedded for tools.
 
+use super::format::format_ms;
 use super::report::{Report, StageReport};
 use super::split::EstimateMs;
-use super::threshold::format_ms;
+use super::summary::stage_shape;
 use std::fmt::Write;
 
 const CHART_WIDTH: f64 = 900.0;
@@ -64,20 +65,25 @@ fn optional_ms(value: Option<f64>) -> String {
 
 fn heading(html: &mut String, report: &Report) {
     let plan = &report.plan;
-    let verdict = match (report.thresholds.is_empty(), report.passed) {
-        (true, _) => "<span>no thresholds</span>",
-        (false, true) => "<span class=\"pass\">all thresholds hold</span>",
-        (false, false) => "<span class=\"fail\">a threshold failed</span>",
+    let verdict = match (
+        report.interrupted_after_secs,
+        report.thresholds.is_empty(),
+        report.passed,
+    ) {
+        (Some(_), _, _) => "<span class=\"fail\">interrupted by Ctrl-C</span>",
+        (None, true, _) => "<span>no thresholds</span>",
+        (None, false, true) => "<span class=\"pass\">all thresholds hold</span>",
+        (None, false, false) => "<span class=\"fail\">a threshold failed</span>",
     };
     let _ = write!(
         html,
-        "<h1>parapet load</h1><p><code>{} {}</code> over {}, up to {} connections; {} requests in {:.0}s; plan: {}. {verdict}</p>",
+        "<h1>parapet load</h1><p><code>{} {}</code> over {}, up to {} connections; {} requests in {}; plan: {}. {verdict}</p>",
         escape(&plan.method),
         escape(&plan.url),
         plan.protocol,
         plan.connections,
         plan.requests,
-        plan.duration_secs,
+        super::format::format_duration(plan.duration_secs),
         escape(&plan.source)
     );
 }
@@ -245,11 +251,12 @@ fn stage_row(html: &mut String, stage: &StageReport) {
     let latency = &stage.latency_ms;
     let _ = write!(
         html,
-        "<tr><td>{}</td><td>{:.0}→{:.0}/s, {:.0}s</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} ({:.2}%)</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} ({:.2}%)</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         escape(&stage.name),
-        stage.from_rate,
-        stage.to_rate,
-        stage.duration_secs,
+        match stage.name.as_str() {
+            "total" => String::new(),
+            _ => stage_shape(stage),
+        },
         stage.asked,
         stage.sent,
         stage.asked_rps,
@@ -315,10 +322,11 @@ fn errors_and_generator(html: &mut String, report: &Report) {
             cpu.cpu_us_per_request
         );
     }
+    let [lag_p50, lag_p99, lag_max] = generator.send_lag_ms.map(format_ms);
     let _ = write!(
         html,
-        "Missed send slots: {} (left more than {} ms after due; max lag {:.1} ms).</p>",
-        generator.missed_send_slots, generator.late_send_tolerance_ms, generator.max_send_lag_ms
+        "Requests left after they were due by p50 {lag_p50}, p99 {lag_p99}, max {lag_max}; missed send slots (more than {} ms late): {}.</p>",
+        generator.late_send_tolerance_ms, generator.missed_send_slots
     );
     for warning in &generator.warnings {
         let _ = write!(html, "<p class=\"warn\">{}</p>", escape(warning));

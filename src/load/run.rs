@@ -1,18 +1,19 @@
 //! One run, in order: prepare the client, scrape Parapet's metrics, send every request when it
-//! is due (each in its own task, so a slow answer never delays the next send), tick progress
-//! and scrape every second meanwhile, wait for the last answers, scrape again.
+//! is due (`dispatch`), tick progress and scrape every second meanwhile, wait for the last
+//! answers, scrape again.
 
-use super::client::{Client, Failure};
+use super::client::Client;
 use super::cpu::{CpuMeter, CpuUse};
+use super::dispatch;
 use super::plan::{Plan, Target};
 use super::progress::{Progress, TickView};
-use super::record::{Outcome, Recorder, Tallies};
+use super::record::{Recorder, Tallies};
 use super::scrape;
 use super::split::{Snapshot, SplitReport};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Parapet records a request's metrics just after the client has its last byte: wait this long
 /// after the last answer before the final scrape, so that the last requests are in it.
@@ -22,6 +23,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Everything one run measured.
 pub struct RunResult {
     pub tallies: Tallies,
+    /// When Ctrl-C stopped the sending, from the start.
+    pub interrupted: Option<Duration>,
     pub cpu: Option<CpuUse>,
     pub split: Option<SplitReport>,
     pub split_timeline: Vec<SecondSplit>,
@@ -86,7 +89,7 @@ pub async fn execute(plan: &Plan) -> Result<RunResult, String> {
         before.clone(),
         stopped,
     ));
-    send_all(plan, &client, &recorder).await;
+    let interrupted = dispatch::send_all(plan, &client, &recorder).await;
     let _ = stop_watch.send(());
     let watched = watcher.await.unwrap_or_default();
     let tallies = recorder.snapshot();
@@ -95,6 +98,7 @@ pub async fn execute(plan: &Plan) -> Result<RunResult, String> {
         _ => None,
     };
     Ok(RunResult {
+        interrupted,
         cpu: cpu.finish(tallies.total.finished),
         scrape_failures: watched.scrape_failures
             + u64::from(plan.admin.is_some() && split.is_none()),
@@ -115,45 +119,6 @@ async fn final_split(admin: &Target, before: &Snapshot) -> Option<SplitReport> {
     tokio::time::sleep(Duration::from_millis(METRICS_SETTLE_MS)).await;
     let after = snapshot(admin).await.ok()?;
     Some(SplitReport::new(&after.since(before)))
-}
-
-/// Sends each request when it is due and returns when every one has finished.
-async fn send_all(plan: &Plan, client: &Arc<Client>, recorder: &Arc<Recorder>) {
-    // Each task holds a sender; the channel closes when the last task has finished.
-    let (finished_tx, mut all_finished) = mpsc::channel::<()>(1);
-    for k in 1..=plan.shape.total_requests() {
-        let due = recorder.start() + plan.shape.due_at(k);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        recorder.dispatched();
-        let (client, recorder, finished) = (
-            Arc::clone(client),
-            Arc::clone(recorder),
-            finished_tx.clone(),
-        );
-        let timeout = plan.timeout;
-        tokio::spawn(async move {
-            send_one(&client, &recorder, due, timeout).await;
-            drop(finished);
-        });
-    }
-    drop(finished_tx);
-    let _ = all_finished.recv().await;
-}
-
-async fn send_one(client: &Client, recorder: &Recorder, due: Instant, timeout: Duration) {
-    let mut sent_at = None;
-    let exchange = client.send(&mut sent_at);
-    let result = tokio::time::timeout_at((due + timeout).into(), exchange)
-        .await
-        .unwrap_or(Err(Failure::Timeout));
-    recorder.record(Outcome {
-        due,
-        sent_at,
-        finished: Instant::now(),
-        result,
-    });
 }
 
 #[derive(Default)]
@@ -222,7 +187,10 @@ fn tick_view(
         TickView {
             elapsed,
             stage,
-            asked_rate: plan.shape.rate_at(elapsed),
+            asked_rate: plan
+                .shape
+                .due_between(elapsed.saturating_sub(TICK), elapsed)
+                .max(0.0),
             sent_last_second: tallies.seconds.get(last_second).map_or(0, |s| s.sent),
             stage_p95_ms: stage_tally.and_then(|t| t.latency_ms(95.0)),
             stage_finished: stage_tally.map_or(0, |t| t.finished),

@@ -9,8 +9,8 @@
 //! by linear interpolation inside the bucket where the rank falls, so each estimate is only
 //! known to lie within that bucket; reports give the bucket next to the value.
 
+use super::format::format_ms;
 use super::scrape::{self, Sample};
-use super::threshold::format_ms;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 

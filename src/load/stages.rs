@@ -166,15 +166,6 @@ impl Shape {
             .unwrap_or(0)
     }
 
-    /// The asked rate at `offset` from the start, requests per second.
-    pub fn rate_at(&self, offset: Duration) -> f64 {
-        let Some(segment) = self.segments.get(self.stage_at(offset)) else {
-            return 0.0;
-        };
-        let into = (offset.as_secs_f64() - segment.start_secs).clamp(0.0, segment.secs);
-        segment.from_rate + segment.slope() * into
-    }
-
     /// Requests due between `from` and `to` (fractional: the asked count over a window).
     pub fn due_between(&self, from: Duration, to: Duration) -> f64 {
         self.due_by(to) - self.due_by(from)
@@ -270,11 +261,19 @@ mod tests {
     }
 
     #[test]
-    fn the_asked_rate_follows_the_ramps() {
+    fn the_asked_counts_follow_the_ramps() {
         let plan = shape("10s:100,10s:100,10s:0");
-        assert_eq!(plan.rate_at(Duration::from_secs(5)), 50.0);
-        assert_eq!(plan.rate_at(Duration::from_secs(15)), 100.0);
-        assert_eq!(plan.rate_at(Duration::from_secs(25)), 50.0);
+        let second =
+            |from: u64| plan.due_between(Duration::from_secs(from), Duration::from_secs(from + 1));
+        assert!(
+            (second(4) - 45.0).abs() < 1e-9,
+            "the ramp up asks 45 in its fifth second"
+        );
+        assert!((second(15) - 100.0).abs() < 1e-9);
+        assert!(
+            (second(25) - 45.0).abs() < 1e-9,
+            "the ramp down asks 45 at its middle"
+        );
         assert_eq!(plan.stage_at(Duration::from_secs(25)), 2);
         assert!((plan.due_between(Duration::ZERO, Duration::from_secs(10)) - 500.0).abs() < 1e-9);
         assert_eq!(plan.stage_start_rate(2), 100.0);

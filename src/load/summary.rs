@@ -1,9 +1,9 @@
 //! The summary printed at the end of a run: stages table, errors, thresholds, the generator's
 //! own cost, and Parapet's split of the time.
 
+use super::format::{format_duration, format_ms};
 use super::report::{LatencyReport, Report, StageReport};
 use super::split::{EstimateMs, RouteSplit, SplitReport};
-use super::threshold::format_ms;
 use std::fmt::Write;
 
 /// The whole summary, ready to print.
@@ -24,13 +24,13 @@ fn header(out: &mut String, report: &Report) {
     let plan = &report.plan;
     let _ = writeln!(
         out,
-        "\nparapet load: {} {} over {}, up to {} connections; {} requests in {:.0}s ({})\n",
+        "\nparapet load: {} {} over {}, up to {} connections; {} requests in {} ({})\n",
         plan.method,
         plan.url,
         plan.protocol,
         plan.connections,
         plan.requests,
-        plan.duration_secs,
+        format_duration(plan.duration_secs),
         plan.source
     );
 }
@@ -39,12 +39,14 @@ fn optional_ms(value: Option<f64>) -> String {
     value.map_or("-".to_string(), format_ms)
 }
 
-fn stage_shape(stage: &StageReport) -> String {
+/// `100/s for 1m` (steady) or `100→500/s in 30s` (a ramp).
+pub fn stage_shape(stage: &StageReport) -> String {
+    let duration = format_duration(stage.duration_secs);
     match stage.from_rate == stage.to_rate {
-        true => format!("{:.0}/s for {:.0}s", stage.to_rate, stage.duration_secs),
+        true => format!("{:.0}/s for {duration}", stage.to_rate),
         false => format!(
-            "{:.0}→{:.0}/s in {:.0}s",
-            stage.from_rate, stage.to_rate, stage.duration_secs
+            "{:.0}→{:.0}/s in {duration}",
+            stage.from_rate, stage.to_rate
         ),
     }
 }
@@ -99,6 +101,12 @@ fn errors(out: &mut String, report: &Report) {
 }
 
 fn thresholds(out: &mut String, report: &Report) {
+    if let Some(secs) = report.interrupted_after_secs {
+        let _ = writeln!(
+            out,
+            "\nINTERRUPTED by Ctrl-C after {secs:.1}s: the figures cover what was sent until then, and the run does not pass"
+        );
+    }
     if report.thresholds.is_empty() {
         return;
     }
@@ -129,10 +137,11 @@ fn generator(out: &mut String, report: &Report) {
                 cpu.cpu_us_per_request
             )
         });
+    let [lag_p50, lag_p99, lag_max] = generator.send_lag_ms.map(format_ms);
     let _ = writeln!(
         out,
-        "\ngenerator: {cpu}; missed send slots {} (left > {} ms late; max lag {:.1} ms)",
-        generator.missed_send_slots, generator.late_send_tolerance_ms, generator.max_send_lag_ms
+        "\ngenerator: {cpu}\n  requests left after they were due by p50 {lag_p50}, p99 {lag_p99}, max {lag_max}; missed send slots (> {} ms late): {}",
+        generator.late_send_tolerance_ms, generator.missed_send_slots
     );
     for warning in &generator.warnings {
         let _ = writeln!(out, "WARNING: {warning}");

@@ -1,5 +1,6 @@
 //! Thresholds (`p95<200ms`, `errors<0.1%`, `rps>450`): parsing, and judging a run by them.
 
+use super::format::format_ms;
 use serde::Serialize;
 use std::fmt;
 
@@ -115,16 +116,6 @@ impl Metric {
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-/// Milliseconds with a precision that suits their size.
-pub fn format_ms(ms: f64) -> String {
-    match ms {
-        ms if ms < 1.0 => format!("{:.0}µs", ms * 1000.0),
-        ms if ms < 10.0 => format!("{ms:.2}ms"),
-        ms if ms < 1000.0 => format!("{ms:.1}ms"),
-        ms => format!("{:.2}s", ms / 1000.0),
     }
 }
 
