@@ -13,6 +13,9 @@ pub fn format_ms(ms: f64) -> String {
 /// A stage's length as written in plans: `500ms`, `30s`, `1m30s`, `2h`.
 pub fn format_duration(secs: f64) -> String {
     let millis = (secs * 1000.0).round() as u64;
+    if millis == 0 {
+        return "0s".to_string();
+    }
     if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
@@ -38,6 +41,7 @@ mod tests {
 
     #[test]
     fn durations_read_like_stage_strings() {
+        assert_eq!(format_duration(0.0), "0s");
         assert_eq!(format_duration(0.001), "1ms");
         assert_eq!(format_duration(30.0), "30s");
         assert_eq!(format_duration(90.0), "1m30s");

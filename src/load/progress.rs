@@ -1,7 +1,7 @@
 //! Live progress on stderr: a bar per stage on a terminal (indicatif), else one plain line per
 //! second, each with the current rate, the stage's p95 and its errors.
 
-use super::format::format_ms;
+use super::format::{format_duration, format_ms};
 use super::plan::Plan;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -38,14 +38,14 @@ impl TickView {
             .split_p95_ms
             .map_or(String::new(), |(upstream, proxy)| {
                 format!(
-                    " | parapet p95: upstream {} proxy {}",
+                    " | parapet p95 upstream {} proxy {}",
                     format_ms(upstream),
                     format_ms(proxy)
                 )
             });
         format!(
-            "asked {:.0}/s sent {}/s | p95 {p95} | errors {errors} | in flight {}{split}",
-            self.asked_rate, self.sent_last_second, self.in_flight
+            "sent {}/s (asked {:.0}) p95 {p95} errors {errors} in flight {}{split}",
+            self.sent_last_second, self.asked_rate, self.in_flight
         )
     }
 }
@@ -61,7 +61,7 @@ pub enum Progress {
     },
 }
 
-const BAR_TEMPLATE: &str = "{prefix:>10} [{bar:24.cyan/blue}] {elapsed_precise:>8} {msg}";
+const BAR_TEMPLATE: &str = "{prefix:>16} [{bar:24.cyan/blue}] {msg}";
 
 impl Progress {
     /// Bars when stderr is a terminal, plain lines otherwise.
@@ -81,8 +81,16 @@ impl Progress {
             .map(|(index, stage)| {
                 let bar = multi.add(ProgressBar::new(stage.duration.as_millis() as u64));
                 bar.set_style(style.clone());
-                bar.set_prefix(format!("stage {}/{stages}", index + 1));
-                bar.set_message(format!("to {:.0}/s over {:?}", stage.rate, stage.duration));
+                bar.set_prefix(format!(
+                    "stage {}/{stages} ({})",
+                    index + 1,
+                    format_duration(stage.duration.as_secs_f64())
+                ));
+                bar.set_message(format!(
+                    "to {:.0}/s over {}",
+                    stage.rate,
+                    format_duration(stage.duration.as_secs_f64())
+                ));
                 bar
             })
             .collect();
@@ -109,7 +117,8 @@ impl Progress {
                     }
                 }
                 if let (Some(bar), Some(start)) = (bars.get(view.stage), starts.get(view.stage)) {
-                    bar.set_position(view.elapsed.saturating_sub(*start).as_millis() as u64);
+                    let into = view.elapsed.saturating_sub(*start);
+                    bar.set_position(into.as_millis() as u64);
                     bar.set_message(view.stage_text());
                 }
             }
