@@ -65,8 +65,11 @@ fn quic_config(cacert: Option<&Path>) -> Result<quinn::ClientConfig, String> {
     Ok(config)
 }
 
-fn stream_failure(error: impl std::fmt::Display) -> Failure {
-    Failure::Protocol(format!("h3: {error}"))
+fn stream_failure(error: h3::error::StreamError) -> Failure {
+    match error {
+        h3::error::StreamError::RemoteTerminate { .. } => Failure::Closed,
+        other => Failure::Protocol(format!("h3: {other}")),
+    }
 }
 
 impl Opener for H3Opener {
@@ -83,7 +86,7 @@ impl Opener for H3Opener {
         })?;
         let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
             .await
-            .map_err(stream_failure)?;
+            .map_err(|e| Failure::Protocol(format!("h3 setup: {e}")))?;
         tokio::spawn(async move {
             let _ = driver.wait_idle().await;
         });
