@@ -2,6 +2,7 @@
 //! the HTML page are all written from.
 
 use super::cpu::CpuUse;
+use super::format::format_ms;
 use super::plan::{Plan, ReportFile};
 use super::record::{RunTally, Tallies, Tally, LATE_SEND_TOLERANCE_MS};
 use super::run::{RunResult, SecondSplit};
@@ -120,6 +121,31 @@ pub struct GeneratorReport {
     pub scrape_failures: u64,
     /// Set when the generator may have held the load back; read the figures with it in mind.
     pub warnings: Vec<String>,
+}
+
+impl GeneratorReport {
+    /// The generator's CPU use, as a sentence.
+    pub fn cpu_text(&self) -> String {
+        self.cpu.as_ref().map_or("CPU unknown".to_string(), |cpu| {
+            format!(
+                "CPU {:.2}s over {:.1}s ({:.0}% of one core; {} cores), {:.0}µs per request",
+                cpu.cpu_seconds,
+                cpu.wall_seconds,
+                cpu.percent_of_one_core,
+                cpu.cores,
+                cpu.cpu_us_per_request
+            )
+        })
+    }
+
+    /// How late requests left, as a sentence.
+    pub fn lag_text(&self) -> String {
+        let [p50, p99, max] = self.send_lag_ms.map(format_ms);
+        format!(
+            "requests left after they were due by p50 {p50}, p99 {p99}, max {max}; missed send slots (> {} ms late): {}",
+            self.late_send_tolerance_ms, self.missed_send_slots
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

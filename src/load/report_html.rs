@@ -310,23 +310,11 @@ fn errors_and_generator(html: &mut String, report: &Report) {
         html.push_str("</table>");
     }
     let generator = &report.generator;
-    html.push_str("<h2>Generator</h2><p>");
-    if let Some(cpu) = &generator.cpu {
-        let _ = write!(
-            html,
-            "CPU {:.2}s over {:.1}s ({:.0}% of one core, {} cores), {:.0}µs per request. ",
-            cpu.cpu_seconds,
-            cpu.wall_seconds,
-            cpu.percent_of_one_core,
-            cpu.cores,
-            cpu.cpu_us_per_request
-        );
-    }
-    let [lag_p50, lag_p99, lag_max] = generator.send_lag_ms.map(format_ms);
     let _ = write!(
         html,
-        "Requests left after they were due by p50 {lag_p50}, p99 {lag_p99}, max {lag_max}; missed send slots (more than {} ms late): {}.</p>",
-        generator.late_send_tolerance_ms, generator.missed_send_slots
+        "<h2>Generator</h2><p>{}; {}.</p>",
+        escape(&generator.cpu_text()),
+        escape(&generator.lag_text())
     );
     for warning in &generator.warnings {
         let _ = write!(html, "<p class=\"warn\">{}</p>", escape(warning));

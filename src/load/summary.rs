@@ -124,24 +124,11 @@ fn thresholds(out: &mut String, report: &Report) {
 
 fn generator(out: &mut String, report: &Report) {
     let generator = &report.generator;
-    let cpu = generator
-        .cpu
-        .as_ref()
-        .map_or("CPU unknown".to_string(), |cpu| {
-            format!(
-                "CPU {:.2}s over {:.1}s ({:.0}% of one core; {} cores), {:.0}µs per request",
-                cpu.cpu_seconds,
-                cpu.wall_seconds,
-                cpu.percent_of_one_core,
-                cpu.cores,
-                cpu.cpu_us_per_request
-            )
-        });
-    let [lag_p50, lag_p99, lag_max] = generator.send_lag_ms.map(format_ms);
     let _ = writeln!(
         out,
-        "\ngenerator: {cpu}\n  requests left after they were due by p50 {lag_p50}, p99 {lag_p99}, max {lag_max}; missed send slots (> {} ms late): {}",
-        generator.late_send_tolerance_ms, generator.missed_send_slots
+        "\ngenerator: {}\n  {}",
+        generator.cpu_text(),
+        generator.lag_text()
     );
     for warning in &generator.warnings {
         let _ = writeln!(out, "WARNING: {warning}");
