@@ -53,6 +53,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Send staged, open-model load to a URL and judge it by thresholds (exit 0 pass, 1 fail,
+    /// 2 bad input); with --admin, split each percentile into proxy and upstream time.
+    Load(Box<parapet::load::LoadArgs>),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Load(args) => parapet::load::run(*args),
         Command::Demo { config } => {
             init_logging();
             ensure_dev_certificates();

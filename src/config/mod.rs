@@ -5,7 +5,7 @@
 //! open defaults left. Every problem is reported as `FILE:LINE:key: message`.
 
 mod file;
-mod locate;
+pub mod locate;
 pub mod units;
 mod validate;
 

@@ -14,7 +14,7 @@ mod request_id;
 mod runtime;
 
 pub use ctx::{active_requests, Ctx};
-pub use metrics::{register as register_metrics, request_families};
+pub use metrics::{register as register_metrics, request_families, RouteMetrics};
 pub use runtime::{DoorFacts, RouteTarget, Runtime};
 
 use crate::cache;

@@ -13,6 +13,7 @@ mod deploy;
 mod faults;
 mod health;
 mod lifecycle;
+mod load;
 mod proxy_h1;
 mod proxy_h2;
 mod proxy_h3;
