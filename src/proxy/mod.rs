@@ -88,10 +88,11 @@ impl ProxyHttp for Parapet {
         &self,
         _session: &mut Session,
         meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
+        ctx.cache.note_hit(hit_handler);
         Ok(ctx.cache.hit_freshness(meta))
     }
 
@@ -299,6 +300,7 @@ impl ProxyHttp for Parapet {
 
     /// Runs last, whatever happened: metrics and the access log.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.cache.finish(&session.cache);
         record::finish(session, e, ctx);
     }
 }

@@ -20,3 +20,4 @@ mod proxy_h3;
 mod proxy_tls;
 mod reload;
 mod routing;
+mod shared_cache;
