@@ -397,10 +397,10 @@ impl HandleMiss for Writer {
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         self.finished = true;
-        self.remove_fill();
         if self.too_large {
             // Not stored, but not an error either: the response itself reached its client.
             self.publish(FillState::Complete(self.written));
+            self.remove_fill();
             tracing::debug!(url = %self.fill.url, bytes = self.written, "response larger than max_object_size: not stored");
             if let Some(tier) = shared::get() {
                 tier.release(&self.hash);
@@ -416,9 +416,12 @@ impl HandleMiss for Writer {
             body,
         });
         let size = entry.weight(&self.hash) as usize;
+        // Stored before the fill is forgotten: a request looking the key up in between must
+        // find one of them, or it would go to the origin again (issue 12).
         self.store
             .complete
             .insert(self.hash.clone(), Arc::clone(&entry));
+        self.remove_fill();
         if let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) {
             share(&self.hash, &entry, &meta);
         }
@@ -759,6 +762,38 @@ mod tests {
         );
         assert!(lookup(store, "http://a.test:80/x/1").await.is_none());
         assert!(lookup(store, "http://a.test:80/y").await.is_some());
+    }
+
+    /// Issue 12: a waiter woken by the lock could look the key up after the fill was forgotten
+    /// but before the entry was stored, miss, and fetch the origin a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_while_a_fill_finishes_finds_the_fill_or_the_entry() {
+        let store = store(1024);
+        for round in 0..200 {
+            let url: &'static str =
+                Box::leak(format!("http://example.test:80/r{round}").into_boxed_str());
+            let span = Span::inactive();
+            let mut writer = store
+                .get_miss_handler(&key(url), &meta(Some(2)), &span.handle())
+                .await
+                .expect("miss handler");
+            writer
+                .write_body(Bytes::from_static(b"ok"), true)
+                .await
+                .expect("written");
+            let looker = tokio::spawn(async move {
+                let mut misses = 0;
+                for _ in 0..50 {
+                    if lookup(store, url).await.is_none() {
+                        misses += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                misses
+            });
+            writer.finish().await.expect("finished");
+            assert_eq!(looker.await.expect("looker"), 0, "round {round}");
+        }
     }
 
     #[tokio::test]
