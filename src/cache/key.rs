@@ -29,21 +29,49 @@ pub fn cache_key(url: &str) -> CacheKey {
 }
 
 /// Normalizes a request header's values for `Vary` matching (RFC 9111 §4.1): several lines
-/// joined, whitespace around list items removed, case folded (content negotiation values
-/// are case-insensitive).
-pub fn normalize_vary_value<'a>(values: impl Iterator<Item = &'a [u8]>) -> String {
-    let joined: Vec<String> = values
+/// joined, whitespace inside list members removed, case folded (content negotiation values
+/// are case-insensitive). For the `Accept` family (`unordered`), whose preferences are carried
+/// by weights and not by position, members are also sorted.
+pub fn normalize_vary_value<'a>(values: impl Iterator<Item = &'a [u8]>, unordered: bool) -> String {
+    let mut members: Vec<String> = values
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
-        .map(|item| {
-            item.split_whitespace()
+        .map(|member| {
+            member
+                .split(';')
+                .map(|part| {
+                    part.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .to_ascii_lowercase()
+                })
                 .collect::<Vec<_>>()
-                .join(" ")
-                .to_ascii_lowercase()
+                .join(";")
         })
-        .filter(|item| !item.is_empty())
+        .filter(|member| !member.is_empty())
         .collect();
-    joined.join(",")
+    if unordered {
+        members.sort_unstable();
+    }
+    members.join(",")
+}
+
+/// Request fields whose list order carries no meaning (RFC 9110 §12.5: preference is by weight).
+fn unordered_list(name: &str) -> bool {
+    [
+        "accept",
+        "accept-language",
+        "accept-charset",
+        "accept-encoding",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The normalized value of request field `name` for `Vary` matching.
+pub fn vary_value(name: &str, request: &http::HeaderMap) -> String {
+    let values = request.get_all(name).iter().map(|v| v.as_bytes());
+    normalize_vary_value(values, unordered_list(name))
 }
 
 /// The variance of a request for the header names a stored response varies on; `None` when
@@ -61,9 +89,7 @@ pub fn variance(
     for name in vary_names {
         let value = match overrides.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some((_, value)) => value.to_string(),
-            None => {
-                normalize_vary_value(request.get_all(name.as_str()).iter().map(|v| v.as_bytes()))
-            }
+            None => vary_value(name, request),
         };
         builder.add_owned_value(name.as_str(), value.into_bytes());
     }
@@ -104,30 +130,43 @@ mod tests {
         assert_ne!(url("http", "a.test", "/x"), url("http", "b.test", "/x"));
     }
 
-    #[test]
-    fn vary_values_are_normalized() {
-        let a = normalize_vary_value([b"en-US,fr".as_slice()].into_iter());
-        let b = normalize_vary_value([b"en-us,  fr".as_slice()].into_iter());
-        let c = normalize_vary_value([b"en-us".as_slice(), b"fr".as_slice()].into_iter());
-        assert_eq!(a, b);
-        assert_eq!(b, c);
-        assert_ne!(
-            a,
-            normalize_vary_value([b"fr, en-us".as_slice()].into_iter())
-        );
+    fn normalized(lines: &[&str], unordered: bool) -> String {
+        normalize_vary_value(lines.iter().map(|l| l.as_bytes()), unordered)
     }
 
     #[test]
-    fn variance_differs_by_value_and_ignores_unlisted_headers() {
-        let names = vec!["accept-language".to_string()];
+    fn vary_values_are_normalized() {
+        let a = normalized(&["en-US,fr"], false);
+        assert_eq!(a, normalized(&["en-us,  fr"], false));
+        assert_eq!(a, normalized(&["en-us", "fr"], false));
+        assert_ne!(a, normalized(&["fr, en-us"], false));
+    }
+
+    #[test]
+    fn accept_language_values_match_whatever_their_order_case_and_spacing() {
+        let a = normalized(&["en-US, fr;q=0.5"], true);
+        assert_eq!(a, normalized(&["FR; Q=0.5,en-us"], true));
+        assert_eq!(a, normalized(&["fr;q=0.5", "EN-us"], true));
+        assert_ne!(a, normalized(&["fr;q=0.4, en-us"], true));
+        assert!(unordered_list("Accept-Language"));
+        assert!(!unordered_list("x-custom"));
+    }
+
+    #[test]
+    fn vary_values_differ_by_value_and_ignore_unlisted_headers() {
         let mut en = http::HeaderMap::new();
         en.insert("accept-language", "en".parse().unwrap());
         let mut fr = en.clone();
         fr.insert("accept-language", "fr".parse().unwrap());
         let mut en_other = en.clone();
         en_other.insert("user-agent", "x".parse().unwrap());
-        assert_ne!(variance(&names, &en, &[]), variance(&names, &fr, &[]));
-        assert_eq!(variance(&names, &en, &[]), variance(&names, &en_other, &[]));
-        assert_eq!(variance(&[], &en, &[]), None);
+        assert_ne!(
+            vary_value("accept-language", &en),
+            vary_value("accept-language", &fr)
+        );
+        assert_eq!(
+            vary_value("accept-language", &en),
+            vary_value("accept-language", &en_other)
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`), keyed by
-//! scheme, host, port and path (`key`), stored in moka (`store`), with misses for one key
-//! coalesced by pingora's cache lock. `request` is one request's part in it, phase by phase;
-//! `status` renders RFC 9211 `Cache-Status`; `metrics` holds the cache's metric handles.
+//! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`, with HTTP dates
+//! read by `dates`), keyed by scheme, host, port and path (`key`), stored in moka (`store`),
+//! with misses for one key coalesced by pingora's cache lock. `request` is one request's part
+//! in it, phase by phase; `status` renders RFC 9211 `Cache-Status`; `metrics` holds the cache's
+//! metric handles.
 //! `shared` is the optional second tier on Redis, shared by several instances: the store
 //! looks there on a miss and writes complete fills there; purges go through it to every
 //! instance.
@@ -10,6 +11,7 @@
 //! rules and routes come from the runtime config and change on reload. `max_size` and
 //! `max_object_size` are read once at start.
 
+pub mod dates;
 pub mod key;
 pub mod metrics;
 pub mod policy;

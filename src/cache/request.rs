@@ -1,23 +1,34 @@
 //! One request's part in the edge cache, phase by phase: turning pingora-cache on, the key,
 //! the request's own directives on hits, storability and the entry's metadata, Vary, stale
-//! serving, `Cache-Status`, and invalidation by unsafe methods. The proxy calls these from its
-//! phases; the decisions themselves are the pure functions of [`super::policy`].
+//! serving, `Age` and `Cache-Status`, and invalidation by unsafe methods. The proxy calls these
+//! from its phases; the decisions themselves are the pure functions of [`super::policy`].
 
 use super::metrics::CACHE_METRICS;
-use super::policy::{self, HitDecision, NotStored, RequestDirectives, StaleCause};
+use super::policy::{self, Freshness, HitDecision, NotStored, RequestDirectives, StaleCause};
 use super::status::{self, Outcome, StatusFacts};
 use super::{key, purge};
 use crate::config::CacheRule;
+use http::header::{HeaderName, AGE, DATE};
+use http::StatusCode;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{
-    CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, HttpCache, NoCacheReason,
-    RespCacheable,
+    CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler, HttpCache,
+    NoCacheReason, RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::date::get_cached_date;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const CACHE_STATUS: &str = "cache-status";
+
+/// The config a request's storing decision reads.
+pub struct StoreRules<'a> {
+    pub rules: &'a [CacheRule],
+    pub targeted_field: &'a HeaderName,
+    /// When the request started (the response delay of RFC 9111 §4.2.3 counts from it).
+    pub started: Instant,
+}
 
 /// Per-request cache state.
 #[derive(Debug, Default)]
@@ -82,13 +93,23 @@ impl RequestCache {
         })
     }
 
-    /// The request's own Cache-Control applied to a stored response.
-    pub fn hit_freshness(&self, meta: &CacheMeta) -> Option<ForcedFreshness> {
+    /// What the request's own Cache-Control asks of a stored response.
+    pub fn hit_freshness(
+        &self,
+        meta: &CacheMeta,
+        targeted_field: &HeaderName,
+    ) -> Option<ForcedFreshness> {
+        let header = meta.response_header();
+        if self.directives == RequestDirectives::default() {
+            return None;
+        }
         let lifetime = meta
             .fresh_until()
             .duration_since(meta.epoch())
             .unwrap_or(Duration::ZERO);
-        let must_revalidate = policy::must_revalidate(meta.response_header());
+        // Only max-stale can be refused by the response's own revalidation demands.
+        let must_revalidate =
+            self.directives.max_stale.is_some() && policy::must_revalidate(header, targeted_field);
         match policy::hit_decision(&self.directives, meta.age(), lifetime, must_revalidate) {
             HitDecision::Default => None,
             HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
@@ -123,10 +144,14 @@ impl RequestCache {
         self.active() && self.directives.only_if_cached
     }
 
-    /// Remembers what the origin answered before pingora-cache merges or stores it.
-    pub fn note_upstream_response(&mut self, response: &ResponseHeader) {
-        if !self.active() {
-            return;
+    /// Remembers what the origin answered before pingora-cache merges or stores it, and dates
+    /// an answer that came without `Date` (RFC 9110 §6.6.1), so the stored copy keeps it.
+    pub fn note_upstream_response(&mut self, response: &mut ResponseHeader) -> Result<()> {
+        if !self.active() || response.status.is_informational() {
+            return Ok(());
+        }
+        if !response.headers.contains_key(DATE) {
+            response.insert_header(DATE, get_cached_date())?;
         }
         self.forwarded_status = response.status.as_u16();
         self.set_cookies = response
@@ -135,9 +160,32 @@ impl RequestCache {
             .iter()
             .cloned()
             .collect();
-        if response.status == http::StatusCode::NOT_MODIFIED {
+        if response.status == StatusCode::NOT_MODIFIED {
             self.not_modified_headers = Some(response.headers.clone());
         }
+        Ok(())
+    }
+
+    fn storing_decision(
+        &self,
+        req: &RequestHeader,
+        response: &ResponseHeader,
+        rules: &StoreRules<'_>,
+    ) -> std::result::Result<Freshness, NotStored> {
+        let too_large =
+            super::get().is_some_and(|edge| policy::too_large(response, edge.max_object_size));
+        if too_large {
+            return Err(NotStored::TooLarge);
+        }
+        let facts = policy::StoreFacts {
+            method: &req.method,
+            request_headers: &req.headers,
+            rule: policy::rule_for(rules.rules, req.uri.path()),
+            targeted_field: rules.targeted_field,
+            now: SystemTime::now(),
+            response_delay: rules.started.elapsed(),
+        };
+        policy::storable(&facts, response)
     }
 
     /// Decides storability (RFC 9111 §3) and builds the entry's metadata, counting the
@@ -146,21 +194,13 @@ impl RequestCache {
         &mut self,
         req: &RequestHeader,
         response: &ResponseHeader,
-        rules: &[CacheRule],
+        rules: &StoreRules<'_>,
     ) -> RespCacheable {
         let merged = self
             .not_modified_headers
             .take()
             .map(|h| policy::merge_not_modified(response, &h));
-        let response = merged.as_ref().unwrap_or(response);
-        let rule = policy::rule_for(rules, req.uri.path());
-        let too_large =
-            super::get().is_some_and(|edge| policy::too_large(response, edge.max_object_size));
-        let decision = if too_large {
-            Err(NotStored::TooLarge)
-        } else {
-            policy::storable(&req.method, &req.headers, response, rule, SystemTime::now())
-        };
+        let decision = self.storing_decision(req, merged.as_ref().unwrap_or(response), rules);
         match decision {
             Ok(freshness) => {
                 self.stored = true;
@@ -180,9 +220,11 @@ impl RequestCache {
         policy::may_serve_stale(&self.directives, stale_cause(error))
     }
 
-    /// Adds `Cache-Status` and counts the outcome.
+    /// Adds `Cache-Status` and, on a response that fills or refreshes the cache, `Age` (the
+    /// upstream's plus the time Parapet held it, RFC 9111 §4.2.3; hits get theirs from
+    /// pingora-cache); counts the outcome.
     pub fn annotate(&self, cache: &HttpCache, response: &mut ResponseHeader) -> Result<()> {
-        if !self.active() {
+        if !self.active() || response.status.is_informational() {
             return Ok(());
         }
         let phase = cache.phase();
@@ -195,20 +237,23 @@ impl RequestCache {
         if cache.lock_duration().is_some() && outcome == Outcome::Hit {
             CACHE_METRICS.coalesced.inc();
         }
-        let ttl = cache
-            .maybe_cache_meta()
-            .map(|meta| policy::remaining_ttl(meta.fresh_until(), SystemTime::now()));
+        let meta = cache.maybe_cache_meta();
+        let ttl = meta.map(|meta| policy::remaining_ttl(meta.fresh_until(), SystemTime::now()));
+        let forwarded_now = matches!(outcome, Outcome::Miss | Outcome::Expired);
+        let stored_now = self.stored && forwarded_now;
+        if let Some(meta) = meta.filter(|_| stored_now || revalidated(&phase)) {
+            response.insert_header(AGE, age_header(meta))?;
+        }
         let facts = StatusFacts {
             phase: &phase,
             ttl,
             forwarded_status: self.forwarded_status,
-            stored: self.stored && matches!(outcome, Outcome::Miss | Outcome::Expired),
+            stored: stored_now,
             not_stored: self.not_stored.filter(|_| self.method_cacheable),
             method_not_cacheable: !self.method_cacheable,
             shared_hit: self.shared_hit,
         };
         response.insert_header(CACHE_STATUS, status::cache_status(&facts))?;
-        let forwarded_now = matches!(outcome, Outcome::Miss | Outcome::Expired);
         if forwarded_now && !response.headers.contains_key(http::header::SET_COOKIE) {
             for cookie in &self.set_cookies {
                 response.append_header(http::header::SET_COOKIE, cookie.clone())?;
@@ -227,10 +272,31 @@ impl RequestCache {
     }
 }
 
-/// The entry's metadata, with the epoch set back by the age it had when received.
-fn entry_meta(freshness: policy::Freshness) -> CacheMeta {
+/// The `Age` of a stored response: its age, 2^31 at most; an epoch held at 1970 stands for
+/// an age clamped to 2^31.
+fn age_header(meta: &CacheMeta) -> u64 {
+    if meta.epoch() <= UNIX_EPOCH {
+        return policy::AGE_CAP_SECS;
+    }
+    meta.age().as_secs().min(policy::AGE_CAP_SECS)
+}
+
+fn revalidated(phase: &CachePhase) -> bool {
+    matches!(
+        phase,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_)
+    )
+}
+
+/// The entry's metadata, with the epoch set back by the age it had when received. pingora-cache
+/// cannot store a time before 1970, so an age reaching back further (a clamped 2^31) starts
+/// at 1970: stale all the same, and sent as 2^31 (see [`age_header`]).
+fn entry_meta(freshness: Freshness) -> CacheMeta {
     let now = SystemTime::now();
-    let epoch = now.checked_sub(freshness.initial_age).unwrap_or(now);
+    let epoch = now
+        .checked_sub(freshness.initial_age)
+        .unwrap_or(UNIX_EPOCH)
+        .max(UNIX_EPOCH);
     let fresh_until = epoch + freshness.lifetime;
     let mut meta = CacheMeta::new(
         fresh_until,

@@ -58,6 +58,7 @@ pub struct RawCache {
     pub max_size: Option<String>,
     pub max_object_size: Option<String>,
     pub lock_timeout: Option<String>,
+    pub targeted_field: Option<String>,
     #[serde(default)]
     pub rule: Vec<RawCacheRule>,
     pub shared: Option<RawSharedCache>,

@@ -31,6 +31,15 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The storing rules of the config the request started under.
+fn store_rules(runtime: &Runtime, started: std::time::Instant) -> cache::request::StoreRules<'_> {
+    cache::request::StoreRules {
+        rules: &runtime.cache_rules,
+        targeted_field: &runtime.cache_targeted_field,
+        started,
+    }
+}
+
 /// Parapet's proxy logic, shared by every listener.
 pub struct Parapet {
     runtime: Arc<ArcSwap<Runtime>>,
@@ -93,7 +102,8 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.cache.note_hit(hit_handler);
-        Ok(ctx.cache.hit_freshness(meta))
+        let targeted_field = &ctx.runtime.cache_targeted_field;
+        Ok(ctx.cache.hit_freshness(meta, targeted_field))
     }
 
     /// Runs before going upstream (miss, expired or uncached). `Ok(false)`: answered here.
@@ -201,7 +211,7 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.attempts.answered();
-        ctx.cache.note_upstream_response(upstream_response);
+        ctx.cache.note_upstream_response(upstream_response)?;
         headers::rewrite_response(upstream_response)
     }
 
@@ -212,10 +222,10 @@ impl ProxyHttp for Parapet {
         response: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let rules = &ctx.runtime.cache_rules;
+        let rules = store_rules(&ctx.runtime, ctx.started);
         Ok(ctx
             .cache
-            .response_cacheable(session.req_header(), response, rules))
+            .response_cacheable(session.req_header(), response, &rules))
     }
 
     /// Runs on a stored response with `Vary`, at lookup and at storage: the request's variant.
@@ -229,12 +239,16 @@ impl ProxyHttp for Parapet {
     }
 
     /// Runs before the response header goes to the client, proxied or from the cache.
+    /// Interim (1xx) responses pass as the upstream sent them.
     async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
         headers::add_request_id(upstream_response, &ctx.request_id)?;
         ctx.cache.annotate(&session.cache, upstream_response)?;
         // Before the client can see the answer, so its next GET cannot race the invalidation.

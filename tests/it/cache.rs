@@ -2038,6 +2038,460 @@ async fn cache_metrics_count_hits_misses_stored_entries_and_hit_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Issue 12: Age and Date, Expires, targeted fields, interim responses, stale edges. One test per
+// numbered rule.
+
+/// `Age` of a response as a number; panics (showing the response) without a valid one.
+#[track_caller]
+fn age_of(response: &RawResponse) -> u64 {
+    response
+        .header("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Age:\n{}", show(response)))
+}
+
+/// Seconds a loaded test machine may take between two steps of a test; Age checks allow it.
+const SLOW_MACHINE_SECS: u64 = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_1_age_counts_the_upstream_age_and_the_time_held_and_ignores_invalid_values()
+{
+    let origin = Origin::start().await;
+    let fresh = |age: &str| {
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Age", age)
+    };
+    origin.script("/age-30", fresh("30"));
+    origin.script("/age-list", fresh("30, 500"));
+    origin.script("/age-negative", fresh("-5"));
+    origin.script("/age-text", fresh("soon"));
+    origin.script("/age-huge", fresh("99999999999999999999"));
+    origin.script("/no-age", Script::counted("v").cache_control("max-age=600"));
+    let edge = Edge::start(&origin).await;
+
+    // The response that fills the cache already carries the upstream's Age plus the time held.
+    for path in ["/age-30", "/age-list"] {
+        let first = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&first).has("stored"),
+            "{path}: {}",
+            show(&first)
+        );
+        let age = age_of(&first);
+        assert!(
+            (30..30 + SLOW_MACHINE_SECS).contains(&age),
+            "{path}: the first response's Age is {age}, not 30 plus the (short) time held"
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert!(age_of(&hit) >= age, "{path}: Age went back");
+    }
+    // Today's first response of a plain origin answer carries Age too.
+    let plain = edge.get("/no-age").await;
+    assert!(age_of(&plain) < SLOW_MACHINE_SECS, "{}", show(&plain));
+
+    // Invalid values are ignored: the response is as young as its Date says, and fresh.
+    for path in ["/age-negative", "/age-text"] {
+        let first = edge.get(path).await;
+        assert!(
+            age_of(&first) < SLOW_MACHINE_SECS,
+            "{path}: {}",
+            show(&first)
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert_eq!(origin.requests(path), 1, "{path}");
+    }
+
+    // A huge value is clamped to 2^31 (no overflow) and makes the response stale, not fresh
+    // forever: the next request goes to the origin again.
+    let huge = edge.get("/age-huge").await;
+    assert_eq!(huge.header("age"), Some("2147483648"), "{}", show(&huge));
+    let again = edge.get("/age-huge").await;
+    assert!(!CacheStatus::of(&again).is_fresh_hit(), "{}", show(&again));
+    assert_eq!(origin.requests("/age-huge"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_2_hits_carry_the_stored_date_and_a_304_replaces_it() {
+    let origin = Origin::start().await;
+    let now = SystemTime::now();
+    let stored_date = http_date(now - Duration::from_secs(100));
+    origin.script(
+        "/dated",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Date", &stored_date),
+    );
+    let revalidated_date = http_date(now - Duration::from_secs(50));
+    origin.script(
+        "/refreshed",
+        Script::counted("v")
+            .cache_control("max-age=1")
+            .header("Age", USED_UP_ONE_SECOND)
+            .header("ETag", "\"r1\"")
+            .header("Date", &stored_date),
+    );
+    let edge = Edge::start(&origin).await;
+
+    edge.get("/dated").await;
+    let hit = edge.get("/dated").await;
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    assert_eq!(
+        hit.header("date"),
+        Some(stored_date.as_str()),
+        "{}",
+        show(&hit)
+    );
+    assert!(
+        age_of(&hit) >= 100,
+        "Age counts from the stored Date: {}",
+        show(&hit)
+    );
+
+    assert_body(&edge.get("/refreshed").await, "v1", "first GET");
+    origin.script(
+        "/refreshed",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("ETag", "\"r1\"")
+            .header("Date", &revalidated_date)
+            .conditional(),
+    );
+    let revalidated = edge.get("/refreshed").await;
+    assert_body(&revalidated, "v1", "the stored body after the 304");
+    assert_eq!(origin.requests("/refreshed"), 2);
+    let hit = edge.get("/refreshed").await;
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    assert_eq!(
+        hit.header("date"),
+        Some(revalidated_date.as_str()),
+        "the 304's Date replaced the stored one: {}",
+        show(&hit)
+    );
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as the obsolete RFC 850 form, in lower case.
+fn rfc850_lowercase(imf: &str) -> String {
+    const DAYS: [(&str, &str); 7] = [
+        ("Mon", "monday"),
+        ("Tue", "tuesday"),
+        ("Wed", "wednesday"),
+        ("Thu", "thursday"),
+        ("Fri", "friday"),
+        ("Sat", "saturday"),
+        ("Sun", "sunday"),
+    ];
+    let parts: Vec<&str> = imf
+        .trim_end_matches(',')
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let day = DAYS
+        .iter()
+        .find(|(short, _)| *short == parts[0])
+        .expect("day")
+        .1;
+    format!(
+        "{day}, {}-{}-{} {} gmt",
+        parts[1],
+        parts[2].to_lowercase(),
+        &parts[3][2..],
+        parts[4]
+    )
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as asctime: `Sun Nov  6 08:49:37 1994`.
+fn asctime(imf: &str) -> String {
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let day: u32 = parts[1].parse().expect("day");
+    format!(
+        "{} {} {day:>2} {} {}",
+        parts[0], parts[2], parts[4], parts[3]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_3_expires_is_read_in_all_three_date_forms_and_an_invalid_one_means_expired()
+{
+    let origin = Origin::start().await;
+    let in_ten_minutes = http_date(SystemTime::now() + Duration::from_secs(600));
+    let forms = [
+        ("/imf", in_ten_minutes.clone()),
+        ("/rfc850", rfc850_lowercase(&in_ten_minutes)),
+        ("/asctime", asctime(&in_ten_minutes)),
+    ];
+    for (path, expires) in &forms {
+        origin.script(path, Script::counted("v").header("Expires", expires));
+    }
+    for path in ["/invalid", "/zero"] {
+        let expires = if path == "/zero" { "0" } else { "next week" };
+        origin.script(path, Script::counted("v").header("Expires", expires));
+    }
+    let edge = Edge::start(&origin).await;
+
+    for (path, expires) in &forms {
+        let first = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&first).has("stored"),
+            "{path} (Expires: {expires}): {}",
+            show(&first)
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path} (Expires: {expires}): {}",
+            show(&hit)
+        );
+        assert_eq!(origin.requests(path), 1, "{path}");
+    }
+    for path in ["/invalid", "/zero"] {
+        assert_body(&edge.get(path).await, "v1", path);
+        assert_body(&edge.get(path).await, "v2", path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_4_targeted_fields_govern_the_cache_and_cache_control_reaches_the_client() {
+    let origin = Origin::start().await;
+    let script = |cc: &str| Script::counted("v").cache_control(cc);
+    origin.script(
+        "/cdn",
+        script("no-store").header("CDN-Cache-Control", "max-age=600"),
+    );
+    origin.script(
+        "/own",
+        script("no-store")
+            .header("CDN-Cache-Control", "no-store")
+            .header("Parapet-Cache-Control", "max-age=600"),
+    );
+    origin.script(
+        "/cdn-refuses",
+        script("max-age=600").header("CDN-Cache-Control", "no-store"),
+    );
+    origin.script(
+        "/invalid",
+        script("max-age=600").header("CDN-Cache-Control", "max-age = 5,,"),
+    );
+    origin.script(
+        "/configured",
+        script("no-store").header("X-Edge-Control", "max-age=600"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    for path in ["/cdn", "/own", "/invalid"] {
+        let first = edge.get(path).await;
+        let hit = edge.get(path).await;
+        assert_body(&hit, "v1", path);
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert_eq!(
+            first.header("cache-control"),
+            hit.header("cache-control"),
+            "{path}"
+        );
+    }
+    let hit = edge.get("/cdn").await;
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("no-store"),
+        "Cache-Control goes to the client unchanged: {}",
+        show(&hit)
+    );
+    assert_body(&edge.get("/cdn-refuses").await, "v1", "/cdn-refuses");
+    assert_body(&edge.get("/cdn-refuses").await, "v2", "/cdn-refuses");
+
+    // The default targeted field is Parapet-Cache-Control; another name can be configured.
+    assert_body(&edge.get("/configured").await, "v1", "/configured");
+    assert_body(&edge.get("/configured").await, "v2", "/configured");
+    let configured = Edge::with(
+        &origin,
+        CACHED_ROUTE,
+        &format!("{CACHE_TABLE}targeted_field = \"X-Edge-Control\"\n"),
+    )
+    .await;
+    assert_body(&configured.get("/configured").await, "v3", "/configured");
+    let hit = configured.get("/configured").await;
+    assert_body(&hit, "v3", "/configured, configured field");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+}
+
+/// Sends `GET path` over raw HTTP/1.1 and returns the interim responses and the final one.
+async fn get_with_interims(
+    addr: SocketAddr,
+    path: &str,
+) -> (Vec<crate::harness::Interim>, RawResponse) {
+    let mut connection = RawConnection::open(addr).await;
+    connection
+        .send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await;
+    connection.response_and_interims().await
+}
+
+/// Sends `GET path` over h2c with the h2 crate; the interim responses and the final one.
+async fn h2_get_with_interims(
+    addr: SocketAddr,
+    path: &str,
+) -> (Vec<http::Response<()>>, http::Response<h2::RecvStream>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .expect("request");
+    let (mut response, _) = client.send_request(request, true).expect("send");
+    let mut interims = Vec::new();
+    let final_response = crate::harness::within("h2 response", async {
+        while let Some(interim) = std::future::poll_fn(|cx| response.poll_informational(cx)).await {
+            interims.push(interim.expect("interim response"));
+        }
+        response.await.expect("final response")
+    })
+    .await;
+    (interims, final_response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_5_interim_responses_reach_http1_and_http2_clients_first_and_are_never_stored(
+) {
+    let origin = Origin::start().await;
+    let early = || {
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .interim(102, &[])
+            .interim(103, &[("Link", "</style.css>; rel=preload; as=style")])
+    };
+    origin.script("/early", early());
+    origin.script("/early-h2", early());
+    let edge = Edge::start(&origin).await;
+
+    let (interims, response) = get_with_interims(edge.addr(), "/early").await;
+    let statuses: Vec<u16> = interims.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [102, 103], "HTTP/1.1: {interims:?}");
+    assert!(
+        interims[1]
+            .1
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("link") && v.contains("style.css")),
+        "the 103 keeps its Link: {interims:?}"
+    );
+    assert_body(&response, "v1", "HTTP/1.1 final response");
+    assert_eq!(response.header("link"), None, "{}", show(&response));
+    assert!(CacheStatus::of(&response).has("stored"));
+
+    // What was stored is the final response alone.
+    let (interims, hit) = get_with_interims(edge.addr(), "/early").await;
+    assert!(
+        interims.is_empty(),
+        "a hit replays no interim response: {interims:?}"
+    );
+    assert_body(&hit, "v1", "hit");
+    assert!(CacheStatus::of(&hit).is_fresh_hit());
+    assert_eq!(hit.header("link"), None, "{}", show(&hit));
+
+    let (interims, response) = h2_get_with_interims(edge.addr(), "/early-h2").await;
+    let statuses: Vec<u16> = interims.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [102, 103], "HTTP/2");
+    assert!(
+        interims[1].headers().get("link").is_some(),
+        "the 103 keeps its Link: {:?}",
+        interims[1]
+    );
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("link").is_none(), "{response:?}");
+    assert_eq!(origin.requests("/early-h2"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_6_revalidation_edges_must_understand_and_accept_language_normalization() {
+    let origin = Origin::start().await;
+    let strict = [
+        ("/must-revalidate", "max-age=1, must-revalidate"),
+        ("/proxy-revalidate", "max-age=1, proxy-revalidate"),
+        ("/no-cache", "no-cache, max-age=600"),
+        ("/s-maxage", "s-maxage=1, stale-if-error=600"),
+    ];
+    for (path, cc) in strict {
+        origin.script(
+            path,
+            Script::fixed("stored body")
+                .cache_control(cc)
+                .header("Age", USED_UP_ONE_SECOND)
+                .header("ETag", "\"s1\""),
+        );
+    }
+    origin.script(
+        "/must-understand",
+        Script::counted("v").cache_control("max-age=600, must-understand, no-store"),
+    );
+    origin.script(
+        "/must-understand-unknown",
+        Script::counted("v")
+            .status(299)
+            .cache_control("max-age=600, must-understand, no-store"),
+    );
+    origin.script(
+        "/languages",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Vary", "Accept-Language"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    for (path, cc) in strict {
+        assert_body(&edge.get(path).await, "stored body", path);
+        origin.script(path, Script::fixed("").hang_up());
+        let response = edge
+            .get_with(path, &[("Cache-Control", "max-stale=600")])
+            .await;
+        assert!(
+            matches!(response.status, 502 | 504) && response.text() != "stored body",
+            "{path} ({cc}): the origin hung up on the revalidation, yet: {}",
+            show(&response)
+        );
+    }
+
+    edge.get("/must-understand").await;
+    let hit = edge.get("/must-understand").await;
+    assert_body(&hit, "v1", "must-understand with a known status");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    edge.get("/must-understand-unknown").await;
+    edge.get("/must-understand-unknown").await;
+    assert_eq!(origin.requests("/must-understand-unknown"), 2, "not stored");
+
+    let first = edge
+        .get_with("/languages", &[("Accept-Language", "en-US, fr;q=0.5")])
+        .await;
+    assert_body(&first, "v1", "first language variant");
+    let reordered = edge
+        .get_with("/languages", &[("Accept-Language", "FR; q=0.5,en-us")])
+        .await;
+    assert_body(&reordered, "v1", "same languages, other order and case");
+    assert!(
+        CacheStatus::of(&reordered).is_fresh_hit(),
+        "{}",
+        show(&reordered)
+    );
+    let other = edge
+        .get_with("/languages", &[("Accept-Language", "de")])
+        .await;
+    assert_body(&other, "v2", "another language");
+}
+
+// ---------------------------------------------------------------------------------------------
 // With compression (issue: compressed once per encoding, stored per encoding)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
