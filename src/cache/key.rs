@@ -2,8 +2,7 @@
 //! share an entry (leaving the host out is how CVE-2026-2836 poisoned caches), plus the
 //! variance for `Vary`, computed from normalized request header values.
 
-use pingora::cache::key::{CacheKey, HashBinary};
-use pingora::cache::VarianceBuilder;
+use pingora::cache::key::CacheKey;
 
 /// The URL text a response is stored under: `scheme://host:port/path?query`, host
 /// lower-cased, port always explicit.
@@ -74,26 +73,17 @@ pub fn vary_value(name: &str, request: &http::HeaderMap) -> String {
     normalize_vary_value(values, unordered_list(name))
 }
 
-/// The variance of a request for the header names a stored response varies on; `None` when
-/// the response does not vary. `overrides` supplies values computed elsewhere (the
-/// negotiated content coding stands in for Accept-Encoding).
-pub fn variance(
-    vary_names: &[String],
-    request: &http::HeaderMap,
-    overrides: &[(&str, &str)],
-) -> Option<HashBinary> {
-    if vary_names.is_empty() {
-        return None;
-    }
-    let mut builder = VarianceBuilder::new();
-    for name in vary_names {
-        let value = match overrides.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some((_, value)) => value.to_string(),
-            None => vary_value(name, request),
-        };
-        builder.add_owned_value(name.as_str(), value.into_bytes());
-    }
-    builder.finalize()
+/// True when a response's `Vary` names `Accept-Encoding` and nothing else (checked without
+/// allocating: it is the common case on every hit of a compressible response).
+pub fn varies_only_on_accept_encoding(headers: &http::HeaderMap) -> bool {
+    let mut names = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty())
+        .peekable();
+    names.peek().is_some() && names.all(|n| n.eq_ignore_ascii_case(b"accept-encoding"))
 }
 
 /// The header names in a response's `Vary`, lower-cased, sorted, without duplicates.
@@ -168,5 +158,21 @@ mod tests {
             vary_value("accept-language", &en),
             vary_value("accept-language", &en_other)
         );
+    }
+
+    #[test]
+    fn only_a_vary_of_accept_encoding_alone_is_recognized_as_such() {
+        let vary = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append("vary", value.parse().unwrap());
+            }
+            varies_only_on_accept_encoding(&headers)
+        };
+        assert!(vary(&["Accept-Encoding"]));
+        assert!(vary(&["accept-encoding, Accept-Encoding"]));
+        assert!(!vary(&["Accept-Encoding, Accept-Language"]));
+        assert!(!vary(&["Accept-Encoding", "Cookie"]));
+        assert!(!vary(&[]));
     }
 }

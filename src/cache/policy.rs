@@ -171,7 +171,7 @@ pub enum NotStored {
     Method,
     /// The request said `Cache-Control: no-store`.
     RequestNoStore,
-    /// 1xx, 206 or 304.
+    /// 1xx, 304, or a 206 that is not one byte range of a known length.
     Status,
     /// `must-understand` on a status Parapet does not implement.
     MustUnderstand,
@@ -285,9 +285,10 @@ pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Fre
         return Err(NotStored::RequestNoStore);
     }
     let status = response.status;
+    let partial = status == StatusCode::PARTIAL_CONTENT;
     if status.is_informational()
-        || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
+        || (partial && stored_part(&response.headers).is_none())
     {
         return Err(NotStored::Status);
     }
@@ -345,6 +346,41 @@ pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Fre
         stale_if_error,
         stored_header,
     })
+}
+
+/// The byte range a `206` carries (RFC 9110 §14.4): a single `Content-Range: bytes
+/// FIRST-LAST/COMPLETE` with a known complete length; `None` for multipart or anything else.
+pub fn stored_part(headers: &HeaderMap) -> Option<StoredPart> {
+    let mut lines = headers.get_all(http::header::CONTENT_RANGE).iter();
+    let value = lines.next()?.to_str().ok()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let (unit, rest) = value.trim().split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (range, complete) = rest.trim().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let digits = |t: &str| {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+    };
+    let part = StoredPart {
+        first: digits(first)?,
+        last: digits(last)?,
+        complete: digits(complete)?,
+    };
+    (part.first <= part.last && part.last < part.complete).then_some(part)
+}
+
+/// The part of a representation a stored `206` holds: bytes `first..=last` of `complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPart {
+    pub first: u64,
+    pub last: u64,
+    pub complete: u64,
 }
 
 fn vary_star(headers: &HeaderMap) -> bool {
@@ -1065,6 +1101,39 @@ mod tests {
             &response(200, &[("cache-control", "max-age=1")]),
             &targeted()
         ));
+    }
+
+    #[test]
+    fn a_206_is_stored_only_as_one_byte_range_of_a_known_length() {
+        let fresh = ("cache-control", "max-age=60");
+        assert!(store(
+            &response(206, &[fresh, ("content-range", "bytes 4-9/10")]),
+            &request(&[]),
+            None
+        )
+        .is_ok());
+        for range in [
+            "bytes 4-9/*",
+            "bytes 9-4/10",
+            "bytes 4-10/10",
+            "items 0-1/2",
+            "bytes */10",
+        ] {
+            assert_eq!(
+                store(
+                    &response(206, &[fresh, ("content-range", range)]),
+                    &request(&[]),
+                    None
+                )
+                .err(),
+                Some("status"),
+                "{range}"
+            );
+        }
+        assert_eq!(
+            store(&response(206, &[fresh]), &request(&[]), None).err(),
+            Some("status")
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,10 +92,11 @@ impl ProxyHttp for Parapet {
         ctx.cache.key()
     }
 
-    /// Runs on a cache hit: the request's own Cache-Control may force a revalidation.
+    /// Runs on a cache hit: the request's own Cache-Control may force a revalidation, and a
+    /// stored partial response that lacks the range asked for sends it to the origin.
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         meta: &CacheMeta,
         hit_handler: &mut HitHandler,
         _is_fresh: bool,
@@ -103,7 +104,9 @@ impl ProxyHttp for Parapet {
     ) -> Result<Option<ForcedFreshness>> {
         ctx.cache.note_hit(hit_handler);
         let targeted_field = &ctx.runtime.cache_targeted_field;
-        Ok(ctx.cache.hit_freshness(meta, targeted_field))
+        Ok(ctx
+            .cache
+            .hit_freshness(meta, session.req_header(), targeted_field))
     }
 
     /// Runs before going upstream (miss, expired or uncached). `Ok(false)`: answered here.
@@ -191,15 +194,23 @@ impl ProxyHttp for Parapet {
             .map_err(|refusal| refusal.error(refusal.to_string()))
     }
 
-    /// Runs before the upstream modules (compression) see the response header.
+    /// Runs before the upstream modules (compression) see the response header: a response
+    /// the cache will store is left as the origin sent it (the cache derives the codings).
     async fn adjust_upstream_modules(
         &self,
         session: &mut Session,
-        _upstream_response: &ResponseHeader,
+        upstream_response: &ResponseHeader,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.compression.arm(session);
+        let rules = store_rules(&ctx.runtime, ctx.started);
+        let stored = ctx.cache.decide_storing(
+            &session.cache,
+            session.req_header(),
+            upstream_response,
+            &rules,
+        );
+        ctx.compression.arm(session, stored);
         Ok(())
     }
 
@@ -225,7 +236,7 @@ impl ProxyHttp for Parapet {
         let rules = store_rules(&ctx.runtime, ctx.started);
         Ok(ctx
             .cache
-            .response_cacheable(session.req_header(), response, &rules))
+            .response_cacheable(session.req_header(), response, &rules, &ctx.compression))
     }
 
     /// Runs on a stored response with `Vary`, at lookup and at storage: the request's variant.
@@ -235,7 +246,20 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::request::variance(meta, req, ctx.compression.variance())
+        cache::request::variance(meta, req, &ctx.compression)
+    }
+
+    /// Runs on a response served from the cache, before `response_filter`: the ranges it
+    /// answers.
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> RangeType {
+        let req = session.downstream_session.req_header();
+        ctx.cache
+            .range_filter(&mut session.cache, req, response, &ctx.compression)
     }
 
     /// Runs before the response header goes to the client, proxied or from the cache.
@@ -249,6 +273,15 @@ impl ProxyHttp for Parapet {
         if upstream_response.status.is_informational() {
             return Ok(());
         }
+        let head = session.req_header().method == http::Method::HEAD;
+        ctx.cache
+            .serve_coding(
+                &mut session.cache,
+                upstream_response,
+                &ctx.compression,
+                head,
+            )
+            .await?;
         headers::add_request_id(upstream_response, &ctx.request_id)?;
         ctx.cache.annotate(&session.cache, upstream_response)?;
         // Before the client can see the answer, so its next GET cannot race the invalidation.

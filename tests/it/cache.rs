@@ -2038,8 +2038,8 @@ async fn cache_metrics_count_hits_misses_stored_entries_and_hit_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 12: Age and Date, Expires, targeted fields, interim responses, stale edges. One test per
-// numbered rule.
+// Issue 12: Age and Date, Expires, targeted fields, interim responses, stale edges, ranges, and
+// one origin fetch per object whatever the encodings. One test per numbered rule.
 
 /// `Age` of a response as a number; panics (showing the response) without a valid one.
 #[track_caller]
@@ -2491,61 +2491,267 @@ async fn issue_12_rule_6_revalidation_edges_must_understand_and_accept_language_
     assert_body(&other, "v2", "another language");
 }
 
-// ---------------------------------------------------------------------------------------------
-// With compression (issue: compressed once per encoding, stored per encoding)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_7_ranges_of_stored_responses_are_answered_from_the_cache() {
+    let origin = Origin::start().await;
+    let body = pattern(2048);
+    origin.script(
+        "/file",
+        Script::fixed(body.clone())
+            .cache_control("max-age=600")
+            .content_type("application/json"),
+    );
+    origin.script(
+        "/partial",
+        Script::fixed("efghij")
+            .status(206)
+            .cache_control("max-age=600")
+            .header("Content-Range", "bytes 4-9/10"),
+    );
+    let edge = Edge::start(&origin).await;
+    let text = |range: std::ops::Range<usize>| String::from_utf8_lossy(&body[range]).into_owned();
+
+    // The first request is itself a range: it is answered from the fill.
+    let first = edge.get_with("/file", &[("Range", "bytes=0-4")]).await;
+    assert_eq!(first.status, 206, "{}", show(&first));
+    assert_eq!(first.text(), text(0..5));
+    for (range, from, to) in [("bytes=10-19", 10, 20), ("bytes=-5", 2043, 2048)] {
+        let response = edge
+            .get_with(
+                "/file",
+                &[("Range", range), ("Accept-Encoding", "gzip, br")],
+            )
+            .await;
+        assert_eq!(response.status, 206, "{range}: {}", show(&response));
+        assert_eq!(
+            response.header("content-range"),
+            Some(format!("bytes {from}-{}/2048", to - 1).as_str()),
+            "{range}"
+        );
+        assert_eq!(response.text(), text(from..to), "{range}");
+        assert!(
+            CacheStatus::of(&response).is_hit(),
+            "{range}: {}",
+            show(&response)
+        );
+    }
+    let multi = edge
+        .get_with("/file", &[("Range", "bytes=0-1,100-101")])
+        .await;
+    assert_eq!(multi.status, 206, "{}", show(&multi));
+    assert!(
+        multi
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/byteranges")),
+        "{}",
+        show(&multi)
+    );
+    let parts = multi.text();
+    assert!(parts.contains("Content-Range: bytes 0-1/2048") && parts.contains(&text(0..2)));
+    assert!(parts.contains("Content-Range: bytes 100-101/2048") && parts.contains(&text(100..102)));
+    let unsatisfiable = edge.get_with("/file", &[("Range", "bytes=5000-")]).await;
+    assert_eq!(unsatisfiable.status, 416, "{}", show(&unsatisfiable));
+    assert_eq!(unsatisfiable.header("content-range"), Some("bytes */2048"));
+    assert_eq!(
+        origin.requests("/file"),
+        1,
+        "every range came from the cache"
+    );
+
+    // A stored 206 is reused for the ranges it covers, and only those.
+    let stored = edge.get_with("/partial", &[("Range", "bytes=4-9")]).await;
+    assert_eq!((stored.status, stored.text().as_str()), (206, "efghij"));
+    let inside = edge.get_with("/partial", &[("Range", "bytes=5-7")]).await;
+    assert_eq!(inside.status, 206, "{}", show(&inside));
+    assert_eq!(inside.text(), "fgh");
+    assert_eq!(inside.header("content-range"), Some("bytes 5-7/10"));
+    assert!(CacheStatus::of(&inside).is_hit(), "{}", show(&inside));
+    assert_eq!(origin.requests("/partial"), 1);
+    edge.get_with("/partial", &[("Range", "bytes=0-3")]).await;
+    assert_eq!(
+        origin.requests("/partial"),
+        2,
+        "bytes outside the stored part"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_encoding_is_fetched_and_compressed_once_then_every_hit_is_served_stored() {
+async fn issue_12_rule_8_a_hundred_requests_in_five_encodings_make_one_origin_fetch() {
+    // Each object is fetched once and compressed once per coding, whatever the spread of its
+    // requests over encodings: 100 requests for one sent with Content-Length (its fill is
+    // streamed to the waiters), 25 for one sent chunked (its fill is waited for). The figures
+    // are printed for the issue note.
     let origin = Origin::start().await;
     let body = format!(
         "[{}]",
         vec!["{\"id\":1,\"name\":\"parapet\"}"; 2000].join(",")
     );
-    origin.script(
-        "/api/list",
+    let json = || {
         Script::fixed(body.clone())
             .cache_control("max-age=60")
-            .content_type("application/json"),
-    );
+            .content_type("application/json")
+            .delay(Duration::from_millis(300))
+    };
+    origin.script("/api/list", json());
+    origin.script("/api/chunked", json().chunked());
     let edge = Edge::start(&origin).await;
-    let codings = ["br", "zstd", "gzip"];
-    const HITS_PER_CODING: usize = 5;
-    for coding in codings {
-        for n in 0..=HITS_PER_CODING {
-            // Different spellings of the same preference share the variant.
-            let accept = if n % 2 == 0 {
-                coding.to_string()
-            } else {
-                format!("{coding};q=1.0")
-            };
-            let response = edge
-                .get_with("/api/list", &[("Accept-Encoding", accept.as_str())])
-                .await;
-            assert_eq!(response.status, 200);
-            assert_eq!(
-                response.header("content-encoding"),
-                Some(coding),
-                "{}",
-                show(&response)
-            );
-            if n > 0 {
-                let status = CacheStatus::of(&response);
-                assert!(status.is_hit(), "{coding} #{n}: {status}");
-            }
-        }
-    }
-    assert_eq!(
-        origin.requests("/api/list"),
-        codings.len(),
-        "one origin fetch per encoding"
-    );
-    let metrics = edge.proxy.metrics().await;
-    for coding in codings {
+    // (Accept-Encoding, the coding served)
+    let encodings: [(&str, Option<&str>); 5] = [
+        ("br", Some("br")),
+        ("zstd", Some("zstd")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+        ("gzip;q=0.5, br;q=0.9", Some("br")),
+    ];
+    let tasks: Vec<_> = (0..125)
+        .map(|n| {
+            let (accept, expected) = encodings[n % encodings.len()];
+            let path = if n < 100 { "/api/list" } else { "/api/chunked" };
+            let addr = edge.addr();
+            tokio::spawn(async move {
+                let response = send(addr, "GET", path, &[("Accept-Encoding", accept)]).await;
+                (accept, expected, response)
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (accept, expected, response) = task.await.expect("client task");
+        statuses.push(format!(
+            "{accept}: {}",
+            response.header("cache-status").unwrap_or("-")
+        ));
+        assert_eq!(response.status, 200, "{accept}: {}", show(&response));
+        let coding = response.header("content-encoding");
+        assert_eq!(coding, expected, "{accept}: {}", show(&response));
         assert_eq!(
-            metrics.value("parapet_compressions_total", &[("algorithm", coding)]),
-            1.0,
-            "{coding} compressed more than once:\n{}",
+            crate::compression::decode(coding, &response.body),
+            body.as_bytes(),
+            "{accept}: the body decodes to the origin's"
+        );
+        assert!(
+            response
+                .header("vary")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")),
+            "{accept}: {}",
+            show(&response)
+        );
+    }
+    for path in ["/api/list", "/api/chunked"] {
+        assert_eq!(
+            origin.requests(path),
+            1,
+            "{path}: one origin fetch: {statuses:#?}"
+        );
+    }
+    let metrics = edge.proxy.metrics().await;
+    for coding in ["br", "zstd", "gzip"] {
+        let compressions = metrics.value("parapet_compressions_total", &[("algorithm", coding)]);
+        let derived = metrics.value(
+            "parapet_cache_variants_derived_total",
+            &[("coding", coding)],
+        );
+        assert_eq!(
+            (compressions, derived),
+            (2.0, 2.0),
+            "{coding}: one compression per object:\n{}",
             metrics.text
         );
     }
+    let cache_lines: Vec<&str> = metrics
+        .text
+        .lines()
+        .filter(|l| {
+            l.starts_with("parapet_cache_")
+                || l.starts_with("parapet_compressions_total")
+                || l.starts_with("parapet_decompressions_total")
+                || l.starts_with("parapet_compression_bytes")
+        })
+        .collect();
+    eprintln!(
+        "origin fetches: /api/list {}, /api/chunked {}\n{}",
+        origin.requests("/api/list"),
+        origin.requests("/api/chunked"),
+        cache_lines.join("\n")
+    );
+    let answered = responses(&metrics, "miss") + responses(&metrics, "hit");
+    assert_eq!(answered, 125.0, "{}", metrics.text);
+}
+
+/// Distinct keys of the memory check.
+const MEMORY_CHECK_KEYS: usize = 100_000;
+/// `[cache] max_size` of the memory check, and the RSS allowed on top of it.
+const MEMORY_CHECK_MAX_SIZE_MIB: u64 = 128;
+const MEMORY_CHECK_HEADROOM_MIB: u64 = 64;
+
+/// Memory check (issue 12): 100,000 distinct 4 KiB responses through a 128 MiB cache keep the
+/// process's RSS under max_size + 64 MiB. Ignored, as it takes a minute or more on a loaded
+/// machine; run it with `cargo test --test it -- --ignored --nocapture memory_check`. It prints
+/// the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn memory_check_100000_keys_of_4_kib_stay_under_max_size_plus_64_mib() {
+    let origin = Origin::start().await;
+    origin.fallback(
+        Script::fixed(pattern(4096))
+            .cache_control("max-age=600")
+            .content_type("application/octet-stream"),
+    );
+    let cache = format!(
+        "[cache]\nmax_size = \"{MEMORY_CHECK_MAX_SIZE_MIB}MiB\"\nmax_object_size = \"1MiB\"\n"
+    );
+    let edge = Edge::with(&origin, CACHED_ROUTE, &cache).await;
+    let client = crate::harness::client();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, next, base) = (client.clone(), next.clone(), edge.url("/k/"));
+            tokio::spawn(async move {
+                let mut failures = 0;
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= MEMORY_CHECK_KEYS {
+                        return failures;
+                    }
+                    match get_checked(&client, &format!("{base}{n}")).await {
+                        Some(4096) => {}
+                        _ => failures += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failures = 0;
+    for worker in workers {
+        failures += worker.await.expect("worker");
+    }
+    let metrics = edge.proxy.metrics().await;
+    let rss = metrics.value("parapet_process_resident_memory_bytes", &[]);
+    let stored = metrics.value("parapet_cache_stored_bytes", &[]);
+    let entries = metrics.value("parapet_cache_entries", &[]);
+    let evictions = metrics.value("parapet_cache_evictions_total", &[]);
+    let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+    eprintln!(
+        "memory check: {MEMORY_CHECK_KEYS} keys of 4 KiB in {:.1} s, {failures} failures; RSS {:.1} MiB, stored {:.1} MiB in {entries} entries, {evictions} evictions (max_size {MEMORY_CHECK_MAX_SIZE_MIB} MiB)",
+        started.elapsed().as_secs_f64(),
+        mib(rss),
+        mib(stored),
+    );
+    assert_eq!(failures, 0);
+    assert!(
+        mib(rss) < (MEMORY_CHECK_MAX_SIZE_MIB + MEMORY_CHECK_HEADROOM_MIB) as f64,
+        "RSS {:.1} MiB is over max_size + 64 MiB",
+        mib(rss)
+    );
+    assert!(mib(stored) <= MEMORY_CHECK_MAX_SIZE_MIB as f64);
+}
+
+/// GETs `url`: the body length of a 200, else `None`.
+async fn get_checked(client: &reqwest::Client, url: &str) -> Option<usize> {
+    let response = client.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.bytes().await.ok().map(|b| b.len())
 }
