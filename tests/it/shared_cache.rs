@@ -537,3 +537,107 @@ fn lookup_quantiles(metrics: &Metrics) -> (f64, f64) {
     };
     (quantile(0.5), quantile(0.99))
 }
+
+const REDIS_PASSWORD: &str = "correct horse battery staple";
+
+/// The `[cache.shared]` lines for a TLS `redis` with the password in a file of `dir`.
+fn tls_settings(redis: &RedisServer, dir: &std::path::Path, password: &str) -> String {
+    let password_file = dir.join("redis.password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("write the password file");
+    format!(
+        "{TEST_TIMEOUTS}password_file = \"{}\"\nca_file = \"{}\"\n",
+        password_file.display(),
+        redis.ca_file().display()
+    )
+}
+
+#[tokio::test]
+async fn over_rediss_with_a_password_a_fill_on_one_instance_is_a_hit_on_another_issue_15() {
+    let Some(redis) = RedisServer::start_tls(REDIS_PASSWORD).await else {
+        return;
+    };
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = tls_settings(&redis, dir.path(), REDIS_PASSWORD);
+    let origin = Origin::start().await;
+    origin.script(
+        "/secure",
+        Script::counted("secure-").cache_control("max-age=600"),
+    );
+    let a = Instance::start(&origin, Some(&redis), &settings).await;
+    let b = Instance::start(&origin, Some(&redis), &settings).await;
+
+    assert_eq!(a.get("/secure").await.text(), "secure-1");
+    a.wait_stored(1).await;
+    let response = b.get("/secure").await;
+    assert_eq!(response.text(), "secure-1");
+    assert!(
+        cache_status(&response).ends_with("detail=shared"),
+        "an L2 hit over TLS: {response:?}"
+    );
+    assert_eq!(origin.requests("/secure"), 1);
+    // The server has no plain port: the entry can only have arrived over TLS with the password.
+    assert_eq!(redis.keys("parapet:e:*").await.len(), 1);
+    let snapshot = b.status().await;
+    assert_eq!(
+        snapshot["cache"]["shared"]["url"],
+        redis.url(),
+        "{snapshot}"
+    );
+    assert_eq!(
+        snapshot["cache"]["shared"]["subscribed"], true,
+        "the purge subscription runs over TLS too: {snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_wrong_redis_password_requests_come_from_the_origin_and_the_failure_is_counted_issue_15(
+) {
+    let Some(redis) = RedisServer::start_tls(REDIS_PASSWORD).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = tls_settings(&redis, dir.path(), "not the password");
+    let origin = Origin::start().await;
+    origin.fallback(Script::counted("o").cache_control("max-age=600"));
+    let instance = Instance::start(&origin, Some(&redis), &settings).await;
+
+    for n in 0..3 {
+        let response = instance.get(&format!("/denied/{n}")).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        assert!(
+            cache_status(&response).contains("fwd=uri-miss"),
+            "{response:?}"
+        );
+    }
+    assert_eq!(origin.total_requests(), 3);
+    let (metrics, counted) = instance
+        .proxy
+        .metrics_until(|m| {
+            m.value(
+                "parapet_cache_shared_operations_total",
+                &[("operation", "lookup"), ("result", "error")],
+            ) >= 1.0
+                && m.value(
+                    "parapet_cache_shared_lookups_total",
+                    &[("result", "unavailable")],
+                ) >= 1.0
+        })
+        .await;
+    assert!(
+        counted,
+        "the refused AUTH is counted as failed lookups:\n{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value("parapet_cache_shared_stored_total", &[]),
+        0.0,
+        "{}",
+        metrics.text
+    );
+    assert!(redis.keys("*").await.is_empty(), "nothing reached Redis");
+    assert_eq!(
+        instance.status().await["cache"]["shared"]["subscribed"],
+        false
+    );
+}
