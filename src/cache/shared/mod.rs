@@ -20,6 +20,7 @@ mod client;
 pub mod entry;
 pub mod fanout;
 pub mod metrics;
+mod status;
 
 pub use breaker::BreakerState;
 pub use client::SharedError;
@@ -34,7 +35,6 @@ use metrics::{LookupResult, Operation, WaitResult, SHARED_METRICS};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::RedisResult;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -267,37 +267,6 @@ impl SharedTier {
     /// The Redis URL without credentials.
     pub fn display_url(&self) -> &str {
         &self.url_for_display
-    }
-
-    /// The tier's state for the status page.
-    pub fn status(&self) -> Value {
-        let metrics = &SHARED_METRICS;
-        let lookups: serde_json::Map<String, Value> = LookupResult::ALL
-            .iter()
-            .map(|r| {
-                (
-                    r.as_str().to_string(),
-                    json!(metrics.lookups[*r as usize].get()),
-                )
-            })
-            .collect();
-        let failures: u64 = metrics
-            .operations
-            .iter()
-            .map(|by_result| {
-                by_result[metrics::OpResult::Error as usize].get()
-                    + by_result[metrics::OpResult::Timeout as usize].get()
-            })
-            .sum();
-        json!({
-            "url": self.url_for_display,
-            "breaker": self.pool.breaker.state().as_str(),
-            "subscribed": metrics.subscribed.get() == 1,
-            "lookups": lookups,
-            "stored": metrics.stored.get(),
-            "failed_operations": failures,
-            "purges_received": metrics.purges_received.get(),
-        })
     }
 
     async fn read(
