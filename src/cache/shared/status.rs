@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 impl SharedTier {
     /// The tier's state for the status page: `breaker` is `closed`, `open` or `probing`;
     /// `lookups` counts L1 misses by what L2 gave (`hit`, `miss`, `unavailable`);
-    /// `failed_operations` counts operations that failed or timed out; `lookup_latency` holds
+    /// `failed_operations` counts operations that failed or timed out; `purges_pending` the
+    /// purges made here that Redis did not take yet; `lookup_latency` holds
     /// the lookup duration histogram (finite upper `bounds` in seconds, cumulative `buckets`,
     /// `count`).
     pub fn status(&self) -> Value {
@@ -41,6 +42,7 @@ impl SharedTier {
             "stored": metrics.stored.get(),
             "failed_operations": failures,
             "purges_received": metrics.purges_received.get(),
+            "purges_pending": metrics.purges_pending.get(),
         })
     }
 }

@@ -91,6 +91,10 @@ impl RedisServer {
         format!("{scheme}://{}/0", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The CA that signed a TLS server's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
