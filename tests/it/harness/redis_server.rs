@@ -1,7 +1,8 @@
 //! A real `redis-server` for the shared cache tier's tests: its own temp dir, a port reserved
 //! like every other, persistence off; plain, or TLS-only with a password (`rediss://`, its
 //! certificates made by `parapet certs dev`'s generator). `.ci/prereqs` installs it; where it
-//! is missing, or built without TLS for the TLS tests, the tests that need it say so and skip.
+//! is missing, or not linked with OpenSSL for the TLS tests, the tests that need it say so and
+//! skip.
 
 use super::{reserve_addr, POLL_STEP, READY_TIMEOUT};
 use std::net::SocketAddr;
@@ -13,8 +14,8 @@ const REDIS_SERVER: &str = "redis-server";
 /// Where the server writes its log (in its temp dir), read when it fails to start.
 const LOG_FILE: &str = "redis.log";
 
-/// A TLS-only server's settings: its CA (in `ca.crt` beside its certificate) and the
-/// password it requires.
+/// What a TLS-only server requires (its certificate, key and CA are `localhost.crt`,
+/// `localhost.key` and `ca.crt` in its dir).
 struct Tls {
     password: String,
 }
@@ -37,7 +38,7 @@ impl RedisServer {
 
     /// A running server that speaks only TLS, with a certificate for 127.0.0.1 and localhost
     /// signed by [`RedisServer::ca_file`], and that requires `password`. `None` (with a message
-    /// saying why) when `redis-server` is not installed or was built without TLS.
+    /// saying why) when `redis-server` is not installed or not linked with OpenSSL.
     pub async fn start_tls(password: &str) -> Option<RedisServer> {
         let tls = Tls {
             password: password.to_string(),
@@ -58,6 +59,12 @@ impl RedisServer {
             );
             return None;
         }
+        if tls.is_some() && !built_with_tls() {
+            eprintln!(
+                "SKIPPED: this {REDIS_SERVER} is not linked with OpenSSL, so it cannot serve TLS (Debian's redis-server is built with TLS)"
+            );
+            return None;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         if tls.is_some() {
             parapet::tls::make_dev_certificates(dir.path()).expect("certificates for redis");
@@ -69,16 +76,10 @@ impl RedisServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls,
         };
-        match server.launch().await {
-            Ok(()) => Some(server),
-            Err(log) if server.tls.is_some() && log.contains("TLS") => {
-                eprintln!(
-                    "SKIPPED: this {REDIS_SERVER} cannot serve TLS (it needs a build with BUILD_TLS=yes, as Debian's is):\n{log}"
-                );
-                None
-            }
-            Err(log) => panic!("{REDIS_SERVER} exited at start:\n{log}"),
+        if let Err(log) = server.launch().await {
+            panic!("{REDIS_SERVER} exited at start:\n{log}");
         }
+        Some(server)
     }
 
     /// `redis://127.0.0.1:PORT/0`, or `rediss://` for a TLS server.
@@ -247,6 +248,16 @@ impl RedisServer {
         }
         exited
     }
+}
+
+/// Whether `redis-server` was built with TLS (`BUILD_TLS=yes` links it with OpenSSL).
+fn built_with_tls() -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ldd \"$(command -v {REDIS_SERVER})\""))
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("libssl"))
 }
 
 fn read_log(path: &Path) -> String {
