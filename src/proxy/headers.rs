@@ -213,7 +213,8 @@ pub fn add_request_id(response: &mut ResponseHeader, request_id: &str) -> pingor
 /// never-indexed literal: a value that differs on every response would otherwise be inserted
 /// into the connection's dynamic table and evict the fields that do repeat.
 fn request_id_value(request_id: &str) -> HeaderValue {
-    let mut value = HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut value =
+        HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
     value.set_sensitive(true);
     value
 }
