@@ -132,6 +132,10 @@ pub struct SharedMetrics {
     pub stored: IntCounter,
     pub too_large: IntCounter,
     pub purges_received: IntCounter,
+    /// Purges made here that Redis did not take at once (kept and sent again).
+    pub purges_deferred: IntCounter,
+    pub purges_pending: IntGauge,
+    pub purges_dropped: IntCounter,
     pub breaker_open: IntGauge,
     pub subscribed: IntGauge,
 }
@@ -184,6 +188,18 @@ pub static SHARED_METRICS: LazyLock<SharedMetrics> = LazyLock::new(|| {
         purges_received: counter(
             "cache_shared_purges_received_total",
             "Purges received over Redis pub/sub and applied to this instance's cache.",
+        ),
+        purges_deferred: counter(
+            "cache_shared_purges_deferred_total",
+            "Purges made on this instance that Redis did not take at once: kept and sent again every second.",
+        ),
+        purges_pending: gauge(
+            "cache_shared_purges_pending",
+            "Purges made on this instance still waiting for Redis to reach the other instances.",
+        ),
+        purges_dropped: counter(
+            "cache_shared_purges_dropped_total",
+            "Purges dropped while waiting for Redis (too many waiting): they never reach Redis or the other instances.",
         ),
         breaker_open: gauge(
             "cache_shared_breaker_open",

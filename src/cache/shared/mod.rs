@@ -20,6 +20,7 @@ mod client;
 pub mod entry;
 pub mod fanout;
 pub mod metrics;
+mod status;
 
 pub use breaker::BreakerState;
 pub use client::SharedError;
@@ -32,9 +33,6 @@ use client::RedisPool;
 use entry::Keys;
 use metrics::{LookupResult, Operation, WaitResult, SHARED_METRICS};
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
-use redis::RedisResult;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -42,8 +40,6 @@ use std::time::{Duration, Instant};
 
 /// Between two looks at another instance's fill.
 const WAIT_POLL_STEP: Duration = Duration::from_millis(20);
-/// Keys asked for per `SCAN` step of a purge.
-const PURGE_SCAN_COUNT: usize = 500;
 /// Releases the lock only when it still holds our token (it may have expired and been
 /// taken by another instance since).
 const UNLOCK_SCRIPT: &str =
@@ -78,6 +74,8 @@ pub struct SharedTier {
     /// `claims.len()`, read without the lock at the end of every request that missed.
     claim_count: AtomicUsize,
     on_purge: fn(&PurgeRequest) -> usize,
+    /// Purges made here that Redis did not take yet (`fanout`).
+    pending_purges: fanout::PendingPurges,
 }
 
 static SHARED: OnceLock<&'static SharedTier> = OnceLock::new();
@@ -105,9 +103,11 @@ pub fn init(
         claims: Mutex::new(HashMap::new()),
         claim_count: AtomicUsize::new(0),
         on_purge,
+        pending_purges: fanout::PendingPurges::default(),
     }));
     let tier = *SHARED.get_or_init(|| tier);
     tier.pool.spawn(fanout::subscribe_forever(tier));
+    tier.pool.spawn(fanout::retry_pending_forever(tier));
     Ok(tier)
 }
 
@@ -237,67 +237,9 @@ impl SharedTier {
         });
     }
 
-    /// Deletes matching entries from Redis, then tells every instance (this one too, so an
-    /// L1 refilled from L2 meanwhile is emptied again) to purge its L1. Returns at once.
-    pub fn purge(&'static self, purge: PurgeRequest) {
-        self.pool.spawn(async move {
-            for literal in purge.scan_literals() {
-                if let Err(e) = self.delete_matching(&literal, &purge).await {
-                    tracing::warn!(error = %e, "shared cache: purge in Redis failed");
-                }
-            }
-            let channel = self.keys.purge_channel();
-            let message = purge.encode();
-            let published = self
-                .pool
-                .run(Operation::Publish, move |mut c| async move {
-                    redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(message)
-                        .query_async::<i64>(&mut c)
-                        .await
-                })
-                .await;
-            if let Err(e) = published {
-                tracing::warn!(error = %e, "shared cache: purge not published");
-            }
-        });
-    }
-
     /// The Redis URL without credentials.
     pub fn display_url(&self) -> &str {
         &self.url_for_display
-    }
-
-    /// The tier's state for the status page.
-    pub fn status(&self) -> Value {
-        let metrics = &SHARED_METRICS;
-        let lookups: serde_json::Map<String, Value> = LookupResult::ALL
-            .iter()
-            .map(|r| {
-                (
-                    r.as_str().to_string(),
-                    json!(metrics.lookups[*r as usize].get()),
-                )
-            })
-            .collect();
-        let failures: u64 = metrics
-            .operations
-            .iter()
-            .map(|by_result| {
-                by_result[metrics::OpResult::Error as usize].get()
-                    + by_result[metrics::OpResult::Timeout as usize].get()
-            })
-            .sum();
-        json!({
-            "url": self.url_for_display,
-            "breaker": self.pool.breaker.state().as_str(),
-            "subscribed": metrics.subscribed.get() == 1,
-            "lookups": lookups,
-            "stored": metrics.stored.get(),
-            "failed_operations": failures,
-            "purges_received": metrics.purges_received.get(),
-        })
     }
 
     async fn read(
@@ -475,57 +417,6 @@ impl SharedTier {
             .await
             .map(|_| ())
     }
-
-    /// Deletes every entry head whose key starts with `literal` and whose URL `purge`
-    /// matches. Chunks are left to their TTL: without their head nothing reads them.
-    async fn delete_matching(
-        &'static self,
-        literal: &str,
-        purge: &PurgeRequest,
-    ) -> Result<(), SharedError> {
-        let pattern = self.keys.entries_starting_with(literal);
-        let mut cursor: u64 = 0;
-        loop {
-            let pattern = pattern.clone();
-            let (next, found): (u64, Vec<String>) = self
-                .pool
-                .run(Operation::Purge, move |c| scan_step(c, cursor, pattern))
-                .await?;
-            let doomed: Vec<String> = found
-                .into_iter()
-                .filter(|key| self.keys.url_of(key).is_some_and(|url| purge.matches(url)))
-                .collect();
-            if !doomed.is_empty() {
-                self.pool
-                    .run(Operation::Purge, move |mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(doomed)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    })
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-}
-
-async fn scan_step(
-    mut connection: ConnectionManager,
-    cursor: u64,
-    pattern: String,
-) -> RedisResult<(u64, Vec<String>)> {
-    redis::cmd("SCAN")
-        .arg(cursor)
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("COUNT")
-        .arg(PURGE_SCAN_COUNT)
-        .query_async(&mut connection)
-        .await
 }
 
 fn millis(duration: Duration) -> u64 {
