@@ -45,13 +45,16 @@ impl Derivable {
         {
             return Derivable::AsStored;
         }
-        let compressible = policy::compressible(&header.headers, config);
         match policy::content_coding(&header.headers) {
-            Coding::Identity if compressible => Derivable::Identity,
+            Coding::Identity if policy::compressible(&header.headers, config) => {
+                Derivable::Identity
+            }
             Coding::Identity | Coding::Other => Derivable::AsStored,
+            // The stored length is the coded one: the decoded body is longer, so only its type
+            // decides whether it is worth re-encoding.
             Coding::One(algorithm) => Derivable::Coded {
                 algorithm,
-                compressible,
+                compressible: policy::compressible_type(&header.headers, config),
             },
         }
     }
@@ -319,6 +322,15 @@ mod tests {
         assert_eq!(
             Derivable::of(&header(&[JSON, ("content-encoding", "gzip, br")]), &config),
             Derivable::AsStored
+        );
+        // A coded body shorter than min_length may decode to far more: its type decides.
+        let short_gzip = [JSON, ("content-encoding", "gzip"), ("content-length", "90")];
+        assert_eq!(
+            Derivable::of(&header(&short_gzip), &config),
+            Derivable::Coded {
+                algorithm: Gzip,
+                compressible: true
+            }
         );
     }
 

@@ -286,17 +286,17 @@ pub(super) fn has_no_transform(headers: &HeaderMap) -> bool {
 
 /// A listed type, and a length of at least `min_length` when the length is known.
 pub(super) fn compressible(headers: &HeaderMap, config: &CompressionConfig) -> bool {
-    let Some(media_type) = headers
+    compressible_type(headers, config)
+        && crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
+}
+
+/// A `Content-Type` of one of the listed types.
+pub(super) fn compressible_type(headers: &HeaderMap, config: &CompressionConfig) -> bool {
+    headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim())
-    else {
-        return false;
-    };
-    if !config.types.iter().any(|t| t.matches(media_type)) {
-        return false;
-    }
-    crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
+        .is_some_and(|media_type| config.types.iter().any(|t| t.matches(media_type)))
 }
 
 /// The edits of a derived variant that a 304 carries: `Vary` and the weakened ETag.

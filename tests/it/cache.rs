@@ -2678,6 +2678,55 @@ async fn issue_12_rule_8_a_hundred_requests_in_five_encodings_make_one_origin_fe
     assert_eq!(answered, 125.0, "{}", metrics.text);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_8_a_response_the_origin_compressed_is_decoded_or_transcoded_from_its_one_stored_copy(
+) {
+    let origin = Origin::start().await;
+    let body = format!("[{}]", vec!["{\"id\":2,\"name\":\"edge\"}"; 1000].join(","));
+    origin.script(
+        "/api/gzipped",
+        Script::fixed(crate::compression::compress("gzip", body.as_bytes()))
+            .cache_control("max-age=600")
+            .content_type("application/json")
+            .header("Content-Encoding", "gzip"),
+    );
+    let edge = Edge::start(&origin).await;
+    // (Accept-Encoding, the coding served): as stored, re-encoded, decoded.
+    for (accept, expected) in [
+        ("gzip", Some("gzip")),
+        ("br", Some("br")),
+        ("identity", None),
+        ("zstd", Some("zstd")),
+        ("br", Some("br")),
+    ] {
+        let response = edge
+            .get_with("/api/gzipped", &[("Accept-Encoding", accept)])
+            .await;
+        assert_eq!(response.status, 200, "{accept}: {}", show(&response));
+        let coding = response.header("content-encoding");
+        assert_eq!(coding, expected, "{accept}: {}", show(&response));
+        assert_eq!(
+            crate::compression::decode(coding, &response.body),
+            body.as_bytes(),
+            "{accept}: the body decodes to the origin's"
+        );
+    }
+    assert_eq!(origin.requests("/api/gzipped"), 1, "one origin fetch");
+    let metrics = edge.proxy.metrics().await;
+    let value = |name: &str, label: (&str, &str)| metrics.value(name, &[label]);
+    assert_eq!(
+        (
+            value("parapet_decompressions_total", ("algorithm", "gzip")),
+            value("parapet_compressions_total", ("algorithm", "br")),
+            value("parapet_compressions_total", ("algorithm", "zstd")),
+            value("parapet_compressions_total", ("algorithm", "gzip")),
+        ),
+        (3.0, 1.0, 1.0, 0.0),
+        "gzip decoded once per derived coding (br, identity, zstd), each coding made once:\n{}",
+        metrics.text
+    );
+}
+
 /// Distinct keys of the memory check.
 const MEMORY_CHECK_KEYS: usize = 100_000;
 /// `[cache] max_size` of the memory check, and the RSS allowed on top of it.

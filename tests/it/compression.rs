@@ -49,7 +49,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
     match coding {
         "gzip" => gzip(data),
         "br" => {
