@@ -2750,6 +2750,11 @@ async fn memory_check_100000_keys_of_4_kib_stay_under_max_size_plus_64_mib() {
         "[cache]\nmax_size = \"{MEMORY_CHECK_MAX_SIZE_MIB}MiB\"\nmax_object_size = \"1MiB\"\n"
     );
     let edge = Edge::with(&origin, CACHED_ROUTE, &cache).await;
+    let rss_at_start = edge
+        .proxy
+        .metrics()
+        .await
+        .value("parapet_process_resident_memory_bytes", &[]);
     let client = crate::harness::client();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -2782,9 +2787,11 @@ async fn memory_check_100000_keys_of_4_kib_stay_under_max_size_plus_64_mib() {
     let evictions = metrics.value("parapet_cache_evictions_total", &[]);
     let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
     eprintln!(
-        "memory check: {MEMORY_CHECK_KEYS} keys of 4 KiB in {:.1} s, {failures} failures; RSS {:.1} MiB, stored {:.1} MiB in {entries} entries, {evictions} evictions (max_size {MEMORY_CHECK_MAX_SIZE_MIB} MiB)",
+        "memory check: {MEMORY_CHECK_KEYS} keys of 4 KiB in {:.1} s, {failures} failures; RSS {:.1} MiB ({:.1} MiB at start, {:.0} bytes more per entry), stored {:.1} MiB in {entries} entries, {evictions} evictions (max_size {MEMORY_CHECK_MAX_SIZE_MIB} MiB)",
         started.elapsed().as_secs_f64(),
         mib(rss),
+        mib(rss_at_start),
+        (rss - rss_at_start) / entries,
         mib(stored),
     );
     assert_eq!(failures, 0);
