@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// mimalloc: per-thread free lists make the many small per-request allocations (headers,
-/// futures, buffers) about 4x cheaper than glibc's malloc (benches/README.md, allocator A/B).
+/// futures, buffers) about 4x cheaper than glibc's malloc. Its v2 line: v3 kept freed memory
+/// committed (benches/README.md, per-change table).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
