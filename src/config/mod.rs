@@ -186,6 +186,7 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Further tries on another server when connecting fails (default 2).
     pub retries: usize,
+    /// Every server down: forget passive failures and try them anyway (default true).
     pub try_when_all_down: bool,
     pub servers: Vec<ServerConfig>,
     pub health_check: Option<HealthCheckConfig>,

@@ -605,7 +605,7 @@ fn build_upstream(
             Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
         ),
         retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
-        try_when_all_down: raw.try_when_all_down.unwrap_or(false),
+        try_when_all_down: raw.try_when_all_down.unwrap_or(true),
         servers,
         health_check: raw
             .health_check

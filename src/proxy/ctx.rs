@@ -139,14 +139,21 @@ pub fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// What a failed try tells the retry decision.
-pub fn proxy_failure(session: &Session, e: &Error, reused_connection: bool) -> ProxyFailure {
+/// What a failed try tells the retry decision. `before_response`: the server had sent no
+/// response header on this try.
+pub fn proxy_failure(
+    session: &Session,
+    e: &Error,
+    reused_connection: bool,
+    before_response: bool,
+) -> ProxyFailure {
     ProxyFailure {
         upstream_fault: e.esource() == &ErrorSource::Upstream,
         reused_connection,
         timeout: crate::refusal::is_timeout(e),
-        repeatable: session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
+        before_response,
+        idempotent: session.req_header().method.is_idempotent(),
+        replayable: !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none(),
     }
 }

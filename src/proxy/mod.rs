@@ -266,7 +266,8 @@ impl ProxyHttp for Parapet {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        let failure = proxy_failure(session, &e, client_reused);
+        let before_response = ctx.attempts.awaiting_response();
+        let failure = proxy_failure(session, &e, client_reused, before_response);
         let upstream = ctx.target.as_ref().map(|t| &*t.upstream);
         e.set_retry(ctx.attempts.proxy_failed(upstream, &failure));
         e

@@ -19,3 +19,4 @@ mod proxy_h3;
 mod proxy_tls;
 mod reload;
 mod routing;
+mod upstream_faults;
