@@ -347,24 +347,9 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                }
+                self.inner
+                    .request_header_error(&mut downstream_session, &e)
+                    .await;
                 downstream_session.shutdown().await;
                 return None;
             }
@@ -1334,6 +1319,7 @@ where
             proxy_error
         };
 
+        let mut downstream_reuse = server_reuse;
         if let Some(e) = final_error.as_ref() {
             // If we have errored and are still holding a cache lock, release it.
             if session.cache.enabled() {
@@ -1345,6 +1331,7 @@ where
                 session.cache.disable(reason);
             }
             let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            downstream_reuse = res.can_reuse_downstream;
 
             // final error will have > 0 status unless downstream connection is dead
             if !self.inner.suppress_error_log(&session, &ctx, e) {
@@ -1360,7 +1347,7 @@ where
         }
 
         // logging() will be called in finish()
-        self.finish(session, &mut ctx, server_reuse, final_error)
+        self.finish(session, &mut ctx, downstream_reuse, final_error)
             .await
     }
 
