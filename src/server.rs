@@ -49,10 +49,13 @@ pub fn run(config: Config, upgrade: bool) -> ! {
     let upstreams = runtime.load().upstreams.values().cloned().collect();
     let health = Arc::new(HealthSupervisor::new(upstreams));
     let server_conf = Arc::clone(&server.configuration);
-    let proxy = Arc::new(pingora::proxy::http_proxy(
-        &server_conf,
-        Parapet::new(Arc::clone(&runtime)),
-    ));
+    let mut proxy = pingora::proxy::http_proxy(&server_conf, Parapet::new(Arc::clone(&runtime)));
+    // CONNECT reaches the proxy's phases, which refuse it in Parapet's own words (and log it)
+    // instead of Pingora's bare 405.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    proxy.server_options = Some(options);
+    let proxy = Arc::new(proxy);
     crate::tls::install_crypto_provider();
     crate::cache::init(&config.cache);
     let resolvers = build_resolvers(&config);

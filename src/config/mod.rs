@@ -127,6 +127,8 @@ pub struct ServerSettings {
     pub max_request_body_size: u64,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
+    /// `Server` on every response when set; none by default.
+    pub server_header: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]

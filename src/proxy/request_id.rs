@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: &str = crate::fields::X_REQUEST_ID;
 /// Longest client-supplied id accepted; longer ones are replaced.
 const MAX_ID_LENGTH: usize = 200;
 
@@ -21,7 +21,7 @@ fn is_acceptable(id: &str) -> bool {
 }
 
 /// 128 random bits as 32 hex digits.
-fn generate() -> String {
+pub fn generate() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 

@@ -17,6 +17,7 @@ mod proxy_h1;
 mod proxy_h2;
 mod proxy_h3;
 mod proxy_tls;
+mod refusals;
 mod reload;
 mod routing;
 mod upstream_faults;
