@@ -319,6 +319,20 @@ where
         .await;
     }
 
+    /// Resolve once `http_cleanup()` has been called and, when `shutdown_idle_grace` is set,
+    /// the connection has stayed idle that much longer (so it has been idle at least that long;
+    /// no clock is read per request).
+    async fn await_shutdown_and_idle(&self) {
+        self.await_shutdown().await;
+        let grace = self
+            .server_options
+            .as_ref()
+            .and_then(|opts| opts.shutdown_idle_grace);
+        if let Some(grace) = grace {
+            time::sleep(grace).await;
+        }
+    }
+
     async fn handle_new_request(
         &self,
         mut downstream_session: Box<HttpSession>,
@@ -332,7 +346,7 @@ where
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
+            _ = self.await_shutdown_and_idle() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;
             }
