@@ -143,6 +143,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, upgrade } => {
+            parapet::signals::catch_early();
             init_logging();
             match load(&config) {
                 Ok(config) => parapet::server::run(config, upgrade),
@@ -150,6 +151,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { config } => {
+            parapet::signals::catch_early();
             init_logging();
             ensure_dev_certificates();
             let config = match demo_config(config) {

@@ -10,6 +10,7 @@ mod cache;
 mod compression;
 mod config;
 mod deploy;
+mod drain;
 mod faults;
 mod health;
 mod lifecycle;

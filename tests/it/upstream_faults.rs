@@ -4,13 +4,11 @@
 //! requests that really fail get 502.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
     admin_table, client, failures, get, load, reserve_addr, server_and_listener, servers, try_get,
-    Backend, Proxy,
+    Backend, BackgroundLoad, Proxy,
 };
 
 const DOWN: &str = "upstream server is down";
@@ -246,21 +244,7 @@ async fn a_backend_killed_under_load_fails_at_most_one_request_in_ten_thousand()
     ];
     let addrs: Vec<_> = backends.iter().map(Backend::addr).collect();
     let proxy = Proxy::start(&group_config(&addrs, "retries = 2", "")).await;
-    let client = client();
-    let url = proxy.url("/under-load");
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..32)
-        .map(|_| {
-            let (client, url, stop) = (client.clone(), url.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut results = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    results.push(try_get(&client, &url).await);
-                }
-                results
-            })
-        })
-        .collect();
+    let load = BackgroundLoad::start(&client(), &proxy.url("/under-load"), 32);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let victim = &backends[1];
     assert!(
@@ -269,11 +253,7 @@ async fn a_backend_killed_under_load_fails_at_most_one_request_in_ten_thousand()
     );
     victim.stop().await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut results = Vec::new();
-    for worker in workers {
-        results.extend(worker.await.expect("load worker"));
-    }
+    let results = load.stop().await;
     let failed = failures(&results);
     // Every request is a GET with no body, so every one in flight at the kill is replayable.
     assert!(
