@@ -217,6 +217,14 @@ async fn a_group_whose_servers_all_failed_is_tried_again_and_logged_up_when_one_
             .wait_for_log_lines(&[DOWN, &b.addr().to_string()], 1)
             .await
     );
+    let metrics = proxy.metrics().await;
+    for server in [a.addr(), b.addr()] {
+        let labels = [("upstream", "app"), ("server", &*server.to_string())];
+        assert!(
+            metrics.value("parapet_upstream_connect_failures_total", &labels) >= 1.0,
+            "connect failures to {server} not counted"
+        );
+    }
     assert_eq!(
         proxy.log_lines_with(&[DOWN]),
         2,
