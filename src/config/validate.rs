@@ -5,13 +5,14 @@ use super::file::{
     RawAccessLog, RawAdmin, RawCache, RawCertificate, RawConfig, RawHealthCheck, RawHttp2,
     RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
 };
-use super::locate::{KeyPath, SourceMap};
+use super::locate::{deserialize_noting_unknown, KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::ToSocketAddrs;
 
 mod compression;
+mod shared;
 
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
@@ -109,13 +110,9 @@ impl Checker {
 
 pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
     let map = SourceMap::new(text);
-    let mut unknown = Vec::new();
-    let parsed = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
-        unknown.push(key_path(&path));
-    });
-    let raw: RawConfig = match parsed {
-        Ok(raw) => raw,
-        Err(error) => return Err(vec![serde_problem(&map, &error)]),
+    let (raw, unknown): (RawConfig, _) = match deserialize_noting_unknown(text, &map) {
+        Ok(parsed) => parsed,
+        Err(problem) => return Err(vec![problem]),
     };
     let mut checker = Checker {
         map,
@@ -130,30 +127,6 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
-    }
-}
-
-fn key_path(path: &serde_ignored::Path<'_>) -> KeyPath {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => KeyPath::root(),
-        Path::Seq { parent, index } => key_path(parent).index(*index),
-        Path::Map { parent, key } => key_path(parent).key(key),
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
-    }
-}
-
-fn serde_problem(map: &SourceMap, error: &toml::de::Error) -> Problem {
-    let offset = error.span().map(|span| span.start);
-    let message = error.message().trim().to_string();
-    Problem {
-        line: offset.map(|o| map.line_of(o)).unwrap_or(0),
-        key: offset
-            .map(|o| map.path_at(o).to_string())
-            .unwrap_or_default(),
-        message,
     }
 }
 
@@ -490,6 +463,10 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
             Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECS),
         ),
         rules,
+        shared: raw
+            .shared
+            .as_ref()
+            .and_then(|shared| shared::build(checker, shared, &path.key("shared"))),
     }
 }
 
