@@ -223,6 +223,11 @@ async fn clients_making_requests_back_to_back_through_three_upgrades_see_no_conn
     let results = load.stop().await;
     assert!(results.len() > 500, "only {} requests", results.len());
     let failed = failures(&results);
+    eprintln!(
+        "through 3 upgrades: {} of {} requests failed",
+        failed.len(),
+        results.len()
+    );
     assert!(
         failed.is_empty(),
         "{} of {} requests failed through 3 upgrades: {:?}",

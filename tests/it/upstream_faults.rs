@@ -263,6 +263,11 @@ async fn a_backend_killed_under_load_fails_at_most_one_request_in_ten_thousand()
     tokio::time::sleep(Duration::from_secs(12)).await;
     let results = load.stop().await;
     let failed = failures(&results);
+    eprintln!(
+        "killed under load: {} of {} requests failed",
+        failed.len(),
+        results.len()
+    );
     // Every request is a GET with no body, so every one in flight at the kill is replayable.
     assert!(
         failed.len() * 10_000 <= results.len(),
