@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{
     client, eventually, get, h2c_client, raw_get, reserve_addr, single_upstream_config, Backend,
-    Proxy, RawConnection,
+    Origin, Proxy, RawConnection, Script,
 };
 
 /// Every field a line must carry.
@@ -349,4 +349,31 @@ async fn a_cached_route_logs_its_cache_status() {
         .collect();
     assert_eq!(statuses, ["miss", "hit"], "{lines:#?}");
     assert_eq!(lines[1]["bytes"], 3, "{}", lines[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_is_logged_499_with_no_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let origin = Origin::start().await;
+    origin.script(
+        "/app/slow",
+        Script::fixed("too late").delay(Duration::from_secs(2)),
+    );
+    let proxy = Proxy::start(&logged_config(reserve_addr(), origin.addr(), &log)).await;
+    let mut leaving = RawConnection::open(proxy.addr()).await;
+    leaving
+        .send(b"GET /app/slow HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await;
+    assert!(origin.wait_requests("/app/slow", 1).await);
+    drop(leaving);
+
+    let lines = wait_for_lines(&log, 1).await;
+    let line = line_for(&lines, "/app/slow");
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["bytes"], 0, "{line}");
+    assert!(
+        line["request_id"].as_str().is_some_and(is_request_id),
+        "{line}"
+    );
 }
