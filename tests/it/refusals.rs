@@ -218,3 +218,56 @@ async fn server_header_names_every_response_when_set() {
     assert_eq!(proxied.status, 200);
     assert_eq!(proxied.header_values("server"), vec!["parapet"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_431_and_a_413_say_which_limit_was_passed_and_name_the_request() {
+    let backend = Backend::start("app").await;
+    let toml = single_upstream_config(reserve_addr(), "", &[backend.addr()], "").replace(
+        "[server]\n",
+        "[server]\nmax_request_header_size = \"4KiB\"\nmax_request_body_size = \"1KiB\"\n",
+    );
+    let proxy = Proxy::start(&toml).await;
+
+    let big_head = request(
+        "/big-head",
+        &format!("X-Filler: {}\r\n", "a".repeat(8 * 1024)),
+    );
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection.send(&big_head).await;
+    let too_large_head = connection.response().await;
+    assert_eq!(too_large_head.status, 431, "{too_large_head:?}");
+    assert!(
+        too_large_head
+            .text()
+            .starts_with("431 Request Header Fields Too Large: the request head is larger"),
+        "{:?}",
+        too_large_head.text()
+    );
+    assert_request_id_matches(&too_large_head);
+    assert_no_pingora(&too_large_head);
+
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection
+        .send(b"POST /big-body HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4096\r\n\r\n")
+        .await;
+    let too_large_body = connection.response().await;
+    assert_eq!(too_large_body.status, 413, "{too_large_body:?}");
+    assert!(
+        too_large_body
+            .text()
+            .starts_with("413 Payload Too Large: the request body is larger"),
+        "{:?}",
+        too_large_body.text()
+    );
+    assert_request_id_matches(&too_large_body);
+    assert_no_pingora(&too_large_body);
+    assert!(
+        connection.is_closed_by_peer().await,
+        "the unread body leaves the connection unusable"
+    );
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a refused request reached the backend"
+    );
+}
