@@ -152,6 +152,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, upgrade } => {
+            parapet::signals::catch_early();
             init_logging();
             match load(&config) {
                 Ok(config) => parapet::server::run(config, upgrade),
@@ -160,6 +161,7 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => parapet::load::run(*args),
         Command::Demo { config } => {
+            parapet::signals::catch_early();
             init_logging();
             ensure_dev_certificates();
             let config = match demo_config(config) {
