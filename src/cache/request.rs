@@ -356,19 +356,29 @@ impl RequestCache {
         }
     }
 
+    /// How the cache handled this request; `None` on a route that does not cache.
+    pub fn outcome(&self, cache: &HttpCache) -> Option<Outcome> {
+        if !self.active() {
+            return None;
+        }
+        Some(if self.method_cacheable {
+            Outcome::of(&cache.phase())
+        } else {
+            Outcome::Bypass
+        })
+    }
+
     /// Adds `Cache-Status` and, on a response that fills or refreshes the cache, `Age` (the
     /// upstream's plus the time Parapet held it, RFC 9111 §4.2.3; hits get theirs from
     /// pingora-cache); counts the outcome.
     pub fn annotate(&self, cache: &HttpCache, response: &mut ResponseHeader) -> Result<()> {
-        if !self.active() || response.status.is_informational() {
+        if response.status.is_informational() {
             return Ok(());
         }
-        let phase = cache.phase();
-        let outcome = if self.method_cacheable {
-            Outcome::of(&phase)
-        } else {
-            Outcome::Bypass
+        let Some(outcome) = self.outcome(cache) else {
+            return Ok(());
         };
+        let phase = cache.phase();
         CACHE_METRICS.responses[outcome as usize].inc();
         if cache.lock_duration().is_some() && outcome == Outcome::Hit {
             CACHE_METRICS.coalesced.inc();

@@ -43,6 +43,7 @@ pub struct RawServer {
     pub max_request_header_size: Option<String>,
     pub max_request_body_size: Option<String>,
     pub upgrade_socket: Option<String>,
+    pub server_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

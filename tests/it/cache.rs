@@ -2453,7 +2453,7 @@ async fn issue_12_rule_6_revalidation_edges_must_understand_and_accept_language_
 
     for (path, cc) in strict {
         assert_body(&edge.get(path).await, "stored body", path);
-        origin.script(path, Script::fixed("").hang_up());
+        origin.script(path, Script::fixed("").unanswered());
         let response = edge
             .get_with(path, &[("Cache-Control", "max-stale=600")])
             .await;
