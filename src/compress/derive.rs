@@ -15,7 +15,7 @@ use super::negotiate::{Algorithm, Encoding};
 use super::policy::{self, Action, Coding};
 use super::{CompressionConfig, RequestCompression};
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::http::ResponseHeader;
 use std::io;
 use std::time::Instant;
@@ -151,7 +151,7 @@ pub fn rewrite_header(
             header.remove_header(&TRANSFER_ENCODING);
             header.insert_header(CONTENT_LENGTH, length)
         }
-        None => header.insert_header(TRANSFER_ENCODING, "chunked"),
+        None => header.insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked")),
     }
 }
 

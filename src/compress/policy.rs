@@ -161,7 +161,11 @@ pub fn apply(action: Action, resp: &mut ResponseHeader) -> pingora::Result<()> {
         Action::Untouched => return Ok(()),
         Action::VaryOnly => return add_vary_accept_encoding(resp),
         Action::Compress(algorithm) => {
-            resp.insert_header(CONTENT_ENCODING, algorithm.as_str())?;
+            // Static: no copy of the value on every compressed or derived response.
+            resp.insert_header(
+                CONTENT_ENCODING,
+                HeaderValue::from_static(algorithm.as_str()),
+            )?;
         }
         Action::Decompress(_) => {
             resp.remove_header(&CONTENT_ENCODING);
