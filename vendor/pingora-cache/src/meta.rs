@@ -603,7 +603,7 @@ mod internal_meta {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CacheMetaInner {
     // http header and Internal meta have different ways of serialization, so keep them separated
     pub(crate) internal: InternalMeta,
@@ -614,7 +614,10 @@ pub(crate) struct CacheMetaInner {
 }
 
 /// The cacheable response header and cache metadata
-#[derive(Debug)]
+///
+/// `Clone` (a vendored patch): a storage that keeps its metas parsed hands out copies instead
+/// of deserializing one on every hit.
+#[derive(Debug, Clone)]
 pub struct CacheMeta(pub(crate) Box<CacheMetaInner>);
 
 impl CacheMeta {
