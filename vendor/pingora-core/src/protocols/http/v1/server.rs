@@ -36,8 +36,9 @@ use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
 use crate::protocols::http::{
-    authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
-    ReusableHttpStream,
+    authority::{adopt_target_authority, validate_request_authority},
+    body_buffer::FixedBuffer,
+    date, HttpTask, ReusableHttpStream,
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
@@ -412,6 +413,7 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             request_header.remove_header(&CONTENT_LENGTH);
                         }
+                        adopt_target_authority(&mut request_header)?;
 
                         self.buf = buf;
                         self.preread_body = Some(preread_body);
