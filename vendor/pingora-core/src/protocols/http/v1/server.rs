@@ -1768,6 +1768,15 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
+        // RFC 9112 section 3: a space or control byte in the target is a bad request, not
+        // something to escape (the space split could be read two ways). (Parapet patch.)
+        if uri
+            .as_bytes()
+            .iter()
+            .any(|byte| *byte == b' ' || byte.is_ascii_control())
+        {
+            return None;
+        }
 
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
