@@ -350,6 +350,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
+                        // A target the URI type cannot hold is answered 414, not 400.
+                        // (Parapet patch.)
+                        if req.path.map_or(0, str::len) > MAX_URI_LEN {
+                            return Error::e_explain(
+                                HTTPStatus(414),
+                                format!("request target longer than {MAX_URI_LEN} bytes"),
+                            );
+                        }
                         let mut request_header = Box::new(RequestHeader::build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
@@ -1755,6 +1763,9 @@ impl HttpSession {
         self.underlying_stream
     }
 }
+
+/// The longest request target `http::Uri` holds. (Parapet patch.)
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 
 // Regex to parse request line that has illegal chars in it
 static REQUEST_LINE_REGEX: Lazy<Regex> =
