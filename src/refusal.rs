@@ -5,6 +5,7 @@
 //! [`Refusal::error`]. (An HTTP/3 request too malformed to reach the proxy gets a stream reset,
 //! which has no status.)
 
+use crate::validate_request::Violation;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -40,6 +41,15 @@ pub enum Refusal {
     UndecodableUpstreamBody,
     #[error("malformed request")]
     MalformedRequest,
+    /// A request the validator refuses (RFC 9110, 9112, 9113, 9114).
+    #[error("invalid request: {0}")]
+    InvalidRequest(Violation),
+    /// The request-target is longer than `max_request_line_size`.
+    #[error("request target longer than max_request_line_size")]
+    TargetTooLong,
+    /// `Expect` with an expectation other than `100-continue` (RFC 9110 §10.1.1).
+    #[error("unsupported expectation")]
+    ExpectationFailed,
     #[error("the client was too slow")]
     ClientTimeout,
     #[error("internal error")]
@@ -61,7 +71,9 @@ impl Refusal {
             | Refusal::AllServersTried
             | Refusal::UpstreamFailure
             | Refusal::UndecodableUpstreamBody => 502,
-            Refusal::MalformedRequest => 400,
+            Refusal::MalformedRequest | Refusal::InvalidRequest(_) => 400,
+            Refusal::TargetTooLong => 414,
+            Refusal::ExpectationFailed => 417,
             Refusal::ClientTimeout => 408,
             Refusal::Internal => 500,
             Refusal::Status(code) => code,
@@ -114,6 +126,15 @@ impl Refusal {
     }
 }
 
+impl From<Violation> for Refusal {
+    fn from(violation: Violation) -> Refusal {
+        match violation {
+            Violation::TargetTooLong => Refusal::TargetTooLong,
+            other => Refusal::InvalidRequest(other),
+        }
+    }
+}
+
 pub fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -162,6 +183,9 @@ mod tests {
             (Refusal::UpstreamFailure, 502, false),
             (Refusal::UndecodableUpstreamBody, 502, false),
             (Refusal::MalformedRequest, 400, false),
+            (Refusal::InvalidRequest(Violation::MissingHost), 400, false),
+            (Refusal::TargetTooLong, 414, false),
+            (Refusal::ExpectationFailed, 417, false),
             (Refusal::ClientTimeout, 408, false),
             (Refusal::Internal, 500, false),
             (Refusal::Status(416), 416, false),
@@ -173,6 +197,13 @@ mod tests {
                 assert!(body.starts_with(status.to_string().as_bytes()));
             }
         }
+    }
+
+    #[test]
+    fn violations_are_400_except_a_long_target_which_is_414() {
+        assert_eq!(Refusal::from(Violation::TargetTooLong).status(), 414);
+        assert_eq!(Refusal::from(Violation::InvalidHost).status(), 400);
+        assert_eq!(Refusal::from(Violation::FieldValueWhitespace).status(), 400);
     }
 
     #[test]

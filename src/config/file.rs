@@ -40,8 +40,9 @@ pub struct RawAccessLog {
 pub struct RawServer {
     pub threads: Option<usize>,
     pub grace_period: Option<String>,
-    pub max_request_header_size: Option<String>,
-    pub max_request_body_size: Option<String>,
+    pub max_request_header_size: Option<RawSize>,
+    pub max_request_body_size: Option<RawSize>,
+    pub max_request_line_size: Option<RawSize>,
     pub upgrade_socket: Option<String>,
 }
 
@@ -55,8 +56,8 @@ pub struct RawListener {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCache {
-    pub max_size: Option<String>,
-    pub max_object_size: Option<String>,
+    pub max_size: Option<RawSize>,
+    pub max_object_size: Option<RawSize>,
     pub lock_timeout: Option<String>,
     #[serde(default)]
     pub rule: Vec<RawCacheRule>,
@@ -79,17 +80,17 @@ pub struct RawCertificate {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHttp2 {
     pub max_concurrent_streams: Option<u32>,
-    pub max_header_list_size: Option<String>,
-    pub initial_stream_window: Option<String>,
-    pub initial_connection_window: Option<String>,
+    pub max_header_list_size: Option<RawSize>,
+    pub initial_stream_window: Option<RawSize>,
+    pub initial_connection_window: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHttp3 {
     pub max_concurrent_streams: Option<u32>,
-    pub max_field_section_size: Option<String>,
-    pub stream_receive_window: Option<String>,
-    pub receive_window: Option<String>,
+    pub max_field_section_size: Option<RawSize>,
+    pub stream_receive_window: Option<RawSize>,
+    pub receive_window: Option<RawSize>,
     pub idle_timeout: Option<String>,
 }
 
@@ -154,7 +155,7 @@ pub struct RawCompression {
     pub gzip_level: Option<i64>,
     pub brotli_level: Option<i64>,
     pub zstd_level: Option<i64>,
-    pub max_decompressed_size: Option<String>,
+    pub max_decompressed_size: Option<RawSize>,
     pub max_ratio: Option<i64>,
 }
 

@@ -125,6 +125,8 @@ pub struct ServerSettings {
     pub max_request_header_size: usize,
     /// Largest request body accepted before 413 (default 16 MiB).
     pub max_request_body_size: u64,
+    /// Longest request target accepted before 414 (default 8 KiB).
+    pub max_request_line_size: usize,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
 }

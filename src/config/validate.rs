@@ -3,7 +3,7 @@
 
 use super::file::{
     RawAccessLog, RawAdmin, RawCache, RawCertificate, RawConfig, RawHealthCheck, RawHttp2,
-    RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
+    RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawSize, RawUpstream,
 };
 use super::locate::{KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
@@ -16,6 +16,7 @@ mod compression;
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 * 1024 * 1024;
+const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8 * 1024;
 const DEFAULT_KEEPALIVE: usize = 32;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 1;
 const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
@@ -80,16 +81,16 @@ impl Checker {
         duration
     }
 
-    fn size(&mut self, value: &Option<String>, path: &KeyPath, default: u64) -> u64 {
-        match value.as_deref().map(parse_size) {
+    fn size(&mut self, value: &Option<RawSize>, path: &KeyPath, default: u64) -> u64 {
+        match value.as_ref().map(size_in_bytes) {
             None => default,
             Some(Ok(size)) if size > 0 => size,
             Some(Ok(_)) => {
                 self.problem(path, "must be greater than 0");
                 default
             }
-            Some(Err(e)) => {
-                self.problem(path, e.to_string());
+            Some(Err(message)) => {
+                self.problem(path, message);
                 default
             }
         }
@@ -104,6 +105,15 @@ impl Checker {
             Some(n) => n,
             None => default,
         }
+    }
+}
+
+/// A size key's value in bytes: a plain number of bytes (`1048576`) or a size string
+/// (`"1MiB"`, or digits alone, `"1048576"`).
+fn size_in_bytes(raw: &RawSize) -> Result<u64, String> {
+    match raw {
+        RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
+        RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
     }
 }
 
@@ -268,6 +278,11 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
         &path.key("max_request_header_size"),
         DEFAULT_MAX_REQUEST_HEADER_BYTES,
     );
+    let line_limit = checker.size(
+        &raw.max_request_line_size,
+        &path.key("max_request_line_size"),
+        DEFAULT_MAX_REQUEST_LINE_BYTES,
+    );
     ServerSettings {
         threads,
         grace_period: checker.duration(
@@ -281,6 +296,7 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
             &path.key("max_request_body_size"),
             DEFAULT_MAX_REQUEST_BODY_BYTES,
         ),
+        max_request_line_size: usize::try_from(line_limit).unwrap_or(usize::MAX),
         upgrade_socket: PathBuf::from(
             raw.upgrade_socket
                 .as_deref()
@@ -424,7 +440,12 @@ fn build_upstream_tls(
     Some(UpstreamTls { sni, ca_file })
 }
 
-fn window_size(checker: &mut Checker, value: &Option<String>, path: &KeyPath, default: u32) -> u32 {
+fn window_size(
+    checker: &mut Checker,
+    value: &Option<RawSize>,
+    path: &KeyPath,
+    default: u32,
+) -> u32 {
     let size = checker.size(value, path, u64::from(default));
     u32::try_from(size).unwrap_or_else(|_| {
         checker.problem(path, "must be below 4GiB");
@@ -823,6 +844,57 @@ upstream = "api"
                 "route[0].upstream"
             ]
         );
+    }
+
+    #[test]
+    fn every_size_key_takes_a_plain_byte_count_issue_17() {
+        let text = format!(
+            "{GOOD}
+[server]
+max_request_header_size = 1000
+max_request_body_size = 1048576
+max_request_line_size = 2048
+[http2]
+max_header_list_size = 3000
+initial_stream_window = 70000
+initial_connection_window = 80000
+[http3]
+max_field_section_size = 4000
+stream_receive_window = 90000
+receive_window = 100000
+[cache]
+max_size = 1000000
+max_object_size = \"5000\"
+[compression]
+min_length = 10
+max_decompressed_size = 6000
+"
+        );
+        let config = parse_and_validate(&text, Path::new("t.toml")).expect("valid");
+        let server = &config.server;
+        assert_eq!(
+            (
+                server.max_request_header_size,
+                server.max_request_body_size,
+                server.max_request_line_size
+            ),
+            (1000, 1 << 20, 2048)
+        );
+        assert_eq!(config.http2.max_header_list_size, 3000);
+        assert_eq!(config.http2.initial_stream_window, 70000);
+        assert_eq!(config.http2.initial_connection_window, 80000);
+        assert_eq!(config.http3.max_field_section_size, 4000);
+        assert_eq!(config.http3.stream_receive_window, 90000);
+        assert_eq!(config.http3.receive_window, 100000);
+        assert_eq!(
+            (config.cache.max_size, config.cache.max_object_size),
+            (1000000, 5000)
+        );
+        assert_eq!(config.compression.min_length, 10);
+        assert_eq!(config.compression.bounds.max_decompressed_size, 6000);
+        let negative = problems(&format!("{GOOD}\n[server]\nmax_request_body_size = -1\n"));
+        assert_eq!(negative.len(), 1, "{negative:?}");
+        assert_eq!(negative[0].key, "server.max_request_body_size");
     }
 
     #[test]

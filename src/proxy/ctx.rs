@@ -84,11 +84,12 @@ impl Ctx {
         }
     }
 
-    /// What `request_filter` learns and decides: the Host and door, the size limits, the
-    /// request id, the route, and the request's cache and compression plans. `Err`: the
-    /// refusal to answer with.
+    /// What `request_filter` learns and decides: whether the request is valid, the Host and
+    /// door, the size limits, the request id, the route, and the request's cache and
+    /// compression plans. `Err`: the refusal to answer with.
     pub fn admit(&mut self, session: &Session) -> Result<(), Refusal> {
         let req = session.req_header();
+        crate::validate_request::check(req, self.runtime.settings.max_request_line_size)?;
         self.host = crate::fields::request_host(&req.headers, &req.uri).map(str::to_string);
         let door = self.runtime.door(session);
         if door.is_some_and(|d| d.tls) {
@@ -100,10 +101,15 @@ impl Ctx {
         limits::check_head(req, &self.runtime.settings)?;
         self.request_id = request_id::for_request(&req.headers);
         let host = self.host.as_deref().map(normalize_host);
+        // An asterisk-form OPTIONS asks about the server as a whole: route it as its root.
+        let path = match req.uri.path() {
+            "*" => "/",
+            path => path,
+        };
         let target = self
             .runtime
             .router
-            .lookup(host.as_deref().unwrap_or(""), req.uri.path())
+            .lookup(host.as_deref().unwrap_or(""), path)
             .ok_or(Refusal::NoRoute)?;
         if req.method.as_str() == PURGE_METHOD {
             return Err(Refusal::PurgeNotHere);

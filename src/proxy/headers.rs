@@ -144,7 +144,10 @@ pub fn rewrite_request(
             request.insert_header(http::header::HOST, host)?;
         }
     }
-    if request.uri.authority().is_some() {
+    // HTTP/2 and HTTP/3 requests carry the authority in the URI; an HTTP/1 absolute-form one
+    // in its raw target (its authority is already the Host, RFC 9112 §3.2.2).
+    let absolute_form = !matches!(request.raw_path().first(), Some(b'/' | b'*'));
+    if request.uri.authority().is_some() || absolute_form {
         let origin_form = request
             .uri
             .path_and_query()

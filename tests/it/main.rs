@@ -12,6 +12,7 @@ mod config;
 mod deploy;
 mod faults;
 mod health;
+mod hygiene;
 mod lifecycle;
 mod proxy_h1;
 mod proxy_h2;
