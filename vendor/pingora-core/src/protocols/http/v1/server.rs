@@ -104,6 +104,8 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The whole request head must arrive within this of its first byte. (Parapet patch.)
+    header_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -189,6 +191,7 @@ impl HttpSession {
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
+            header_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -273,6 +276,34 @@ impl HttpSession {
         }
     }
 
+    /// When the request head must be complete: `header_timeout` after its first byte, once
+    /// there is one. (Parapet patch.)
+    fn head_deadline(&self, already_read: usize) -> Option<std::time::Instant> {
+        let timeout = self.header_timeout.filter(|_| already_read > 0)?;
+        Some(std::time::Instant::now() + timeout)
+    }
+
+    /// [`Self::read_request_buf`], bounded by the head's deadline once the head has begun: past
+    /// it, the request fails with status 408. (Parapet patch.)
+    async fn read_request_part(
+        &mut self,
+        buf: &mut BytesMut,
+        already_read: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<usize>> {
+        let Some(deadline) = deadline else {
+            return self.read_request_buf(buf, already_read).await;
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match timeout(left, self.read_request_buf(buf, already_read)).await {
+            Ok(read) => read,
+            Err(_) => Error::e_explain(
+                HTTPStatus(408),
+                format!("request header not complete within {:?}", self.header_timeout),
+            ),
+        }
+    }
+
     /// Read the request header. Return `Ok(Some(n))` where the read and parsing are successful.
     /// Return `Ok(None)` when the client closed the connection without sending any data, which
     /// is common on a reused connection.
@@ -305,6 +336,7 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let mut head_deadline = self.head_deadline(already_read);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -324,8 +356,12 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_part(&mut buf, already_read, head_deadline)
+                .await?
+            {
                 already_read += n;
+                head_deadline = head_deadline.or_else(|| self.head_deadline(already_read));
             } else {
                 return Ok(None);
             }
@@ -1342,6 +1378,13 @@ impl HttpSession {
     /// to read from the stream after `timeout`.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
+    }
+
+    /// Sets how long a request head may take from its first byte to its end; past it the
+    /// request is answered 408 and the connection closed. `None` (the default): no bound
+    /// beyond the per-read timeouts. (Parapet patch.)
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
     }
 
     /// Gets the downstream read timeout.
