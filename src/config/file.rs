@@ -43,6 +43,8 @@ pub struct RawServer {
     pub max_request_header_size: Option<RawSize>,
     pub max_request_body_size: Option<RawSize>,
     pub max_request_line_size: Option<RawSize>,
+    pub header_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
     pub upgrade_socket: Option<String>,
 }
 
@@ -50,6 +52,7 @@ pub struct RawServer {
 pub struct RawListener {
     pub address: String,
     pub protocols: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub certificate: Vec<RawCertificate>,
 }

@@ -127,6 +127,12 @@ pub struct ServerSettings {
     pub max_request_body_size: u64,
     /// Longest request target accepted before 414 (default 8 KiB).
     pub max_request_line_size: usize,
+    /// A request head not complete this long after its first byte gets 408 and the
+    /// connection is closed; also how long a new connection may stay silent (default 10 s).
+    pub header_timeout: Duration,
+    /// How long an idle client keep-alive connection is kept; zero turns keep-alive off
+    /// (default 75 s).
+    pub keepalive_timeout: Duration,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
 }
@@ -140,6 +146,9 @@ pub struct ListenerConfig {
     pub h2: bool,
     /// HTTP/3 over QUIC on the same port (UDP).
     pub h3: bool,
+    /// Client connections open at once; those beyond are accepted and closed at once, and
+    /// counted (default 10000).
+    pub max_connections: usize,
     /// Non-empty for a TLS listener; the first is the default certificate.
     pub certificates: Vec<CertificateConfig>,
 }

@@ -17,6 +17,9 @@ const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 * 1024 * 1024;
 const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8 * 1024;
+const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_KEEPALIVE: usize = 32;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 1;
 const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
@@ -297,6 +300,16 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
             DEFAULT_MAX_REQUEST_BODY_BYTES,
         ),
         max_request_line_size: usize::try_from(line_limit).unwrap_or(usize::MAX),
+        header_timeout: checker.positive_duration(
+            &raw.header_timeout,
+            &path.key("header_timeout"),
+            Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+        ),
+        keepalive_timeout: checker.duration(
+            &raw.keepalive_timeout,
+            &path.key("keepalive_timeout"),
+            Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
+        ),
         upgrade_socket: PathBuf::from(
             raw.upgrade_socket
                 .as_deref()
@@ -373,12 +386,21 @@ fn build_listeners(
                 "\"h2c\" is clear text; on a TLS listener use \"h2\" (negotiated by ALPN)",
             );
         }
+        let max_connections = match listener.max_connections {
+            Some(0) => {
+                checker.problem(&here.key("max_connections"), "must be > 0");
+                DEFAULT_MAX_CONNECTIONS
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
         listeners.push(ListenerConfig {
             address,
             http1,
             h2c,
             h2,
             h3,
+            max_connections,
             certificates,
         });
     }

@@ -2,6 +2,7 @@
 //! `request_filter` (Host, scheme, route, request id, cache and compression plans), its tries
 //! at the upstream, and its byte counts. Also the count of requests in flight, for the drain.
 
+use super::expect::Expectation;
 use super::runtime::{RouteTarget, Runtime};
 use super::{limits, request_id};
 use crate::cache::RequestCache;
@@ -58,6 +59,8 @@ pub struct Ctx {
     /// `Alt-Svc` for the response: the door serves HTTP/3 and the client is not on it yet.
     pub alt_svc: Option<http::HeaderValue>,
     pub target: Option<Arc<RouteTarget>>,
+    /// What the client's `Expect` asks (a 100 once admitted).
+    pub expectation: Expectation,
     pub attempts: Attempts,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
@@ -76,6 +79,7 @@ impl Ctx {
             scheme: "http",
             alt_svc: None,
             target: None,
+            expectation: Expectation::Nothing,
             attempts: Attempts::default(),
             request_body_bytes: 0,
             response_body_bytes: 0,
@@ -99,6 +103,10 @@ impl Ctx {
             self.alt_svc = door.and_then(|d| d.alt_svc.clone());
         }
         limits::check_head(req, &self.runtime.settings)?;
+        self.expectation = Expectation::of(req);
+        if self.expectation == Expectation::Unsupported {
+            return Err(Refusal::ExpectationFailed);
+        }
         self.request_id = request_id::for_request(&req.headers);
         let host = self.host.as_deref().map(normalize_host);
         // An asterisk-form OPTIONS asks about the server as a whole: route it as its root.

@@ -5,7 +5,8 @@
 
 use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE, VIA,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType};
@@ -14,8 +15,9 @@ use std::net::IpAddr;
 /// Our pseudonym in `Via` (RFC 9110 §7.6.3).
 pub const VIA_PSEUDONYM: &str = "parapet";
 
-/// Hop-by-hop fields besides the connection-specific ones.
-static HOP_BY_HOP_EXTRA: [HeaderName; 2] = [TE, TRAILER];
+/// Hop-by-hop fields besides the connection-specific ones. `Expect` is met by Parapet itself
+/// (`expect`), as nginx does, so the upstream must not answer it a second time.
+static HOP_BY_HOP_EXTRA: [HeaderName; 3] = [TE, TRAILER, EXPECT];
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const FORWARDED: &str = "forwarded";

@@ -9,6 +9,7 @@ mod balancing;
 mod cache;
 mod compression;
 mod config;
+mod connections;
 mod deploy;
 mod faults;
 mod health;

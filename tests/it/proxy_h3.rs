@@ -989,3 +989,34 @@ async fn graceful_upgrade_hands_the_udp_socket_to_the_new_process() {
         new.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_requests_are_checked_like_the_other_doors_issue_17() {
+    let backend = Backend::start("app").await;
+    let setup = start(&[backend.addr()], "", "").await;
+    // A value with surrounding whitespace is malformed (RFC 9114 §4.2 via RFC 9110 §5.5).
+    for value in [" leading", "trailing\t"] {
+        let request = setup
+            .client
+            .request("GET", "/padded")
+            .header("x-value", value)
+            .body(())
+            .expect("request");
+        match within("padded value", setup.client.send(request, None)).await {
+            Err(StreamError::RemoteTerminate { code, .. }) => {
+                assert_eq!(code, Code::H3_MESSAGE_ERROR, "{value:?}")
+            }
+            other => panic!("{value:?}: expected H3_MESSAGE_ERROR, got {other:?}"),
+        }
+    }
+    let long = format!("/{}", "a".repeat(8 * 1024));
+    assert_eq!(setup.client.get(&long).await.status, 414);
+    assert_eq!(backend.requests(), 0, "a refused request reached the backend");
+    assert_eq!(setup.client.get("/fine").await.status, 200);
+    let received = backend.last_received();
+    assert_eq!(received.target, "/fine");
+    assert_eq!(
+        received.header_values("host"),
+        [format!("localhost:{}", setup.proxy.addr().port())]
+    );
+}

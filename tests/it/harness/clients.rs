@@ -216,6 +216,40 @@ pub async fn read_head_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Resul
 }
 
 impl RawConnection {
+    /// Reads one response head, interim (1xx) or final: status and headers, no body.
+    pub async fn next_head(&mut self) -> RawResponse {
+        let head = async {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+            let headers = read_header_lines(&mut self.stream).await?;
+            Ok::<_, io::Error>(RawResponse {
+                status,
+                headers,
+                body: Vec::new(),
+            })
+        };
+        within("response head", head)
+            .await
+            .expect("read response head")
+    }
+
+    /// Every byte the peer sends until it closes the connection (at most 5 s).
+    pub async fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let read = within("read until closed", self.stream.read_to_end(&mut bytes)).await;
+        if let Err(e) = read {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "read: {e}");
+        }
+        bytes
+    }
+
     /// Reads the response to a HEAD request (no body follows the headers).
     pub async fn head_response(&mut self) -> RawResponse {
         within("HEAD response", read_head_response(&mut self.stream))
