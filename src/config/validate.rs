@@ -44,19 +44,31 @@ const DEFAULT_CACHE_MAX_BYTES: u64 = 256 << 20;
 const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 << 20;
 const DEFAULT_CACHE_LOCK_TIMEOUT_SECS: u64 = 5;
 
-/// Collects problems while building the runtime config.
+/// Collects problems (the file is refused) and warnings (keys that do nothing) while building
+/// the runtime config.
 struct Checker {
     map: SourceMap,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Checker {
     fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
-        self.problems.push(Problem {
+        let problem = self.at(path, message);
+        self.problems.push(problem);
+    }
+
+    fn warning(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let warning = self.at(path, message);
+        self.warnings.push(warning);
+    }
+
+    fn at(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+        Problem {
             line: self.map.line_of_path(path),
             key: path.to_string(),
             message: message.into(),
-        });
+        }
     }
 
     fn duration(&mut self, value: &Option<String>, path: &KeyPath, default: Duration) -> Duration {
@@ -122,51 +134,28 @@ fn size_in_bytes(raw: &RawSize) -> Result<u64, String> {
 
 pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
     let map = SourceMap::new(text);
-    let mut unknown = Vec::new();
-    let parsed = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
-        unknown.push(key_path(&path));
-    });
-    let raw: RawConfig = match parsed {
-        Ok(raw) => raw,
-        Err(error) => return Err(vec![serde_problem(&map, &error)]),
-    };
+    let read = super::deserialize::read(text, &map);
     let mut checker = Checker {
         map,
-        problems: Vec::new(),
+        problems: read.problems,
+        warnings: Vec::new(),
     };
-    for path in unknown {
+    for path in read.unknown {
         checker.problem(&path, "unknown key (conf/parapet.toml lists every key)");
     }
-    let config = build(&mut checker, raw, path);
+    // Values of the wrong type leave nothing sound to check the rest against.
+    let Some(raw) = read.raw else {
+        checker.problems.sort_by_key(|p| p.line);
+        return Err(checker.problems);
+    };
+    let mut config = build(&mut checker, raw, path);
     if checker.problems.is_empty() {
+        checker.warnings.sort_by_key(|p| p.line);
+        config.warnings = checker.warnings;
         Ok(config)
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(checker.problems)
-    }
-}
-
-fn key_path(path: &serde_ignored::Path<'_>) -> KeyPath {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => KeyPath::root(),
-        Path::Seq { parent, index } => key_path(parent).index(*index),
-        Path::Map { parent, key } => key_path(parent).key(key),
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
-    }
-}
-
-fn serde_problem(map: &SourceMap, error: &toml::de::Error) -> Problem {
-    let offset = error.span().map(|span| span.start);
-    let message = error.message().trim().to_string();
-    Problem {
-        line: offset.map(|o| map.line_of(o)).unwrap_or(0),
-        key: offset
-            .map(|o| map.path_at(o).to_string())
-            .unwrap_or_default(),
-        message,
     }
 }
 
@@ -211,6 +200,7 @@ fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
             &raw.compression.unwrap_or_default(),
             &root.key("compression"),
         ),
+        warnings: Vec::new(),
     }
 }
 
@@ -227,6 +217,9 @@ fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminCo
         SocketAddr::from(([127, 0, 0, 1], 9901))
     });
     let token_file = raw.token_file.as_ref().map(PathBuf::from);
+    if let Some(file) = &token_file {
+        check_token_file(checker, file, &path.key("token_file"));
+    }
     if !listen.ip().is_loopback() && token_file.is_none() {
         checker.problem(
             &path.key("listen"),
@@ -234,6 +227,18 @@ fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminCo
         );
     }
     AdminConfig { listen, token_file }
+}
+
+/// The token is read on every admin request (so it can be rotated without a reload); a file
+/// that cannot be read, or holds no token, would refuse every request, so it is refused here.
+fn check_token_file(checker: &mut Checker, file: &Path, path: &KeyPath) {
+    match std::fs::read_to_string(file) {
+        Ok(token) if token.trim().is_empty() => {
+            checker.problem(path, format!("{} holds no token", file.display()))
+        }
+        Ok(_) => {}
+        Err(e) => checker.problem(path, format!("cannot read {}: {e}", file.display())),
+    }
 }
 
 fn build_access_log(
@@ -253,6 +258,9 @@ fn build_access_log(
         }
         Some(file) => AccessLogTarget::File(PathBuf::from(file)),
     };
+    if target == AccessLogTarget::Off && raw.is_some_and(|r| r.buffer.is_some()) {
+        checker.warning(&path.key("buffer"), "does nothing while target is \"off\"");
+    }
     let buffer = match raw.and_then(|r| r.buffer) {
         Some(0) => {
             checker.problem(&path.key("buffer"), "must be > 0");
@@ -684,6 +692,12 @@ fn build_balance(checker: &mut Checker, raw: &RawUpstream, path: &KeyPath) -> Ba
             }
         },
     };
+    if raw.hash_key.is_some() && raw.balance.as_deref() != Some("hash") {
+        checker.warning(
+            &path.key("hash_key"),
+            "does nothing without balance = \"hash\"",
+        );
+    }
     match raw.balance.as_deref() {
         None | Some("least_conn") => Balance::LeastConn,
         Some("round_robin") => Balance::RoundRobin,
@@ -723,7 +737,19 @@ fn build_health_check(
                 host: raw.host.clone(),
             }
         }
-        Some("tcp") => HealthCheckKind::Tcp,
+        Some("tcp") => {
+            let http_only = [
+                ("path", raw.path.is_some()),
+                ("expect_status", raw.expect_status.is_some()),
+                ("host", raw.host.is_some()),
+            ];
+            for (key, set) in http_only {
+                if set {
+                    checker.warning(&path.key(key), "does nothing with type = \"tcp\"");
+                }
+            }
+            HealthCheckKind::Tcp
+        }
         Some(other) => {
             checker.problem(
                 &path.key("type"),
@@ -917,6 +943,48 @@ max_decompressed_size = 6000
         let negative = problems(&format!("{GOOD}\n[server]\nmax_request_body_size = -1\n"));
         assert_eq!(negative.len(), 1, "{negative:?}");
         assert_eq!(negative[0].key, "server.max_request_body_size");
+    }
+
+    #[test]
+    fn every_wrong_type_is_reported_and_a_blanked_required_key_is_not_reported_twice() {
+        let text = GOOD
+            .replace(
+                "address = \"127.0.0.1:8080\"",
+                "address = 8080\nmax_connections = \"many\"",
+            )
+            .replace(
+                "[upstream.api]",
+                "[upstream.api]\nretries = [\n  1,\n]\nkeepalive = true",
+            );
+        let found: Vec<(usize, String)> = problems(&text)
+            .into_iter()
+            .map(|p| (p.line, p.key))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (3, "listener[0].address".to_string()),
+                (4, "listener[0].max_connections".to_string()),
+                (7, "upstream.api.retries".to_string()),
+                (10, "upstream.api.keepalive".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_that_do_nothing_are_warnings_not_problems() {
+        let text = GOOD.replace("[upstream.api]", "[upstream.api]\nhash_key = \"uri\"")
+            + "[upstream.api.health_check]\ntype = \"tcp\"\npath = \"/x\"\n[access_log]\nbuffer = 10\n";
+        let config = parse_and_validate(&text, Path::new("t.toml")).expect("valid");
+        let keys: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "upstream.api.hash_key",
+                "upstream.api.health_check.path",
+                "access_log.buffer"
+            ]
+        );
     }
 
     #[test]
