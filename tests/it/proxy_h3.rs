@@ -1011,7 +1011,11 @@ async fn h3_requests_are_checked_like_the_other_doors_issue_17() {
     }
     let long = format!("/{}", "a".repeat(8 * 1024));
     assert_eq!(setup.client.get(&long).await.status, 414);
-    assert_eq!(backend.requests(), 0, "a refused request reached the backend");
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a refused request reached the backend"
+    );
     assert_eq!(setup.client.get("/fine").await.status, 200);
     let received = backend.last_received();
     assert_eq!(received.target, "/fine");
