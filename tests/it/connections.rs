@@ -3,7 +3,8 @@
 //! broken h2 preface on h2c).
 
 use crate::harness::{
-    admin_table, reserve_addr, servers, Origin, Proxy, RawConnection, Script, CLIENT_TIMEOUT,
+    admin_table, dev_certs, reserve_addr, servers, Origin, Proxy, RawConnection, Script,
+    CLIENT_TIMEOUT,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -283,13 +284,6 @@ async fn a_broken_h2_preface_on_an_h2c_port_gets_goaway_protocol_error_issue_17(
         );
     }
     assert_eq!(origin.total_requests(), 0);
-}
-
-/// A temp dir with `parapet certs dev`'s files.
-fn dev_certs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    parapet::tls::make_dev_certificates(dir.path()).expect("dev certificates");
-    dir
 }
 
 fn tls_listener_keys(certs: &Path) -> String {

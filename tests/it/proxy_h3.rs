@@ -15,19 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::harness::{
-    admin_table, eventually, reserve_addr, servers, within, Backend, Proxy, POLL_STEP,
+    admin_table, dev_certs, eventually, reserve_addr, servers, within, Backend, Proxy, POLL_STEP,
     READY_TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Setup
-
-/// A temp dir with `parapet certs dev`'s files: ca.crt, localhost.crt, localhost.key.
-fn dev_certs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    parapet::tls::make_dev_certificates(dir.path()).expect("dev certificates");
-    dir
-}
 
 /// A config with one TLS listener (http1, h2, h3) on `listen`, upstream `app` over `backends`
 /// with `upstream_keys`, a catch-all route, and `tail` appended.

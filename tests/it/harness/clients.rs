@@ -103,19 +103,25 @@ impl RawResponse {
     }
 }
 
+/// Reads the status line and headers of one response, interim or final.
+async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<Header>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+    let headers = read_header_lines(r).await?;
+    Ok((status, headers))
+}
+
 /// Reads the status line and headers of the final response (1xx skipped).
 async fn read_final_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<Header>)> {
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
-        let headers = read_header_lines(r).await?;
+        let (status, headers) = read_head(r).await?;
         if !(100..200).contains(&status) || status == 101 {
             return Ok((status, headers));
         }
@@ -218,26 +224,14 @@ pub async fn read_head_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Resul
 impl RawConnection {
     /// Reads one response head, interim (1xx) or final: status and headers, no body.
     pub async fn next_head(&mut self) -> RawResponse {
-        let head = async {
-            let mut line = String::new();
-            if self.stream.read_line(&mut line).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let status: u16 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
-            let headers = read_header_lines(&mut self.stream).await?;
-            Ok::<_, io::Error>(RawResponse {
-                status,
-                headers,
-                body: Vec::new(),
-            })
-        };
-        within("response head", head)
+        let (status, headers) = within("response head", read_head(&mut self.stream))
             .await
-            .expect("read response head")
+            .expect("read response head");
+        RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        }
     }
 
     /// Every byte the peer sends until it closes the connection (at most 5 s).
