@@ -19,7 +19,7 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_MAX_SECS [4]  BENCH_RATE_SECS [8]  BENCH_WARMUP_SECS [1]  BENCH_CONNS [64]
-#   BENCH_RATE [auto]   BENCH_RATE_FRACTION [0.5]  BENCH_IDLE_CONNS [1000]  BENCH_SLOW_MS [50]
+#   BENCH_RATE [auto]   BENCH_RATE_FRACTION [0.5]  BENCH_IDLE_CONNS [10000]  BENCH_SLOW_MS [50]
 #   BENCH_SCENARIOS [all: h1_1k,h1_100k,h2c_1k,many_conns,slow_backend,cache_hit_1k,
 #     cache_hit_100k,compress_100k_json_miss,compress_100k_json_hit,tls_h2_1k,http3_1k]
 #   BENCH_SKIP_BUILD [0]  BENCH_PROXY_CPU [0]  BENCH_LOAD_CPU [1]
@@ -41,7 +41,7 @@ WARMUP_SECS=${BENCH_WARMUP_SECS:-1}
 CONNS=${BENCH_CONNS:-64}
 RATE_FIXED=${BENCH_RATE:-}
 RATE_FRACTION=${BENCH_RATE_FRACTION:-0.5}
-IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 SLOW_MS=${BENCH_SLOW_MS:-50}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-8}
@@ -240,12 +240,14 @@ install_tools() {
   fi
   if command -v oha >/dev/null; then
     OHA=$(command -v oha)
-  elif [[ -x $TOOLS/bin/oha ]]; then
-    OHA=$TOOLS/bin/oha
   else
-    log "installing oha (load generator) into $TOOLS"
-    cargo install oha --locked --root "$TOOLS" >&2 || die "cargo install oha failed"
     OHA=$TOOLS/bin/oha
+    # With its http3 feature, for the http3_1k row; an earlier install without it is replaced.
+    if [[ ! -x $OHA ]] || ! oha_speaks_http3 "$OHA"; then
+      log "installing oha (load generator, with HTTP/3) into $TOOLS"
+      cargo install oha --locked --force --features http3 --root "$TOOLS" >&2 ||
+        die "cargo install oha failed"
+    fi
   fi
   "$OHA" --help | grep -q -- '--latency-correction' || die "$OHA has no --latency-correction"
 }
@@ -295,8 +297,8 @@ master_process on;
 user root;
 pid $RUN_DIR/nginx-$name/nginx.pid;
 error_log $RUN_DIR/nginx-$name/error.log warn;
-worker_rlimit_nofile 8192;
-events { worker_connections 4096; }
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $((IDLE_CONNS + 4096)); }
 EOF
 }
 
@@ -527,12 +529,12 @@ start_haproxy() {
     cat <<EOF
 global
     nbthread 1
-    maxconn 3000
+    maxconn $((IDLE_CONNS + 2000))
     tune.bufsize 16384
 
 defaults
     mode http
-    maxconn 3000
+    maxconn $((IDLE_CONNS + 2000))
     option http-keep-alive
     option forwardfor
     http-reuse always
@@ -968,6 +970,13 @@ scenario_tls_h2_1k() {
   run_scenario
 }
 
+# True when this oha was built with HTTP/3 (its http3 cargo feature).
+oha_speaks_http3() {
+  local probe
+  probe=$(timeout 5 "$1" --no-tui --http-version 3 --insecure -n 1 -t 1s https://127.0.0.1:9/ 2>&1 || true)
+  ! grep -q 'not been built with HTTP/3' <<<"$probe"
+}
+
 scenario_http3_1k() {
   scenario_defaults
   SC_NAME=http3_1k
@@ -977,9 +986,7 @@ scenario_http3_1k() {
   SC_TARGETS=(parapet)
   SC_DIRECT_PORT=""
   # oha's HTTP/3 is a cargo feature (cargo install oha --features http3); without it oha says so.
-  local probe
-  probe=$(timeout 5 "$OHA" --no-tui --http-version 3 --insecure -n 1 -t 1s https://127.0.0.1:9/ 2>&1 || true)
-  if grep -q 'not been built with HTTP/3' <<<"$probe"; then
+  if ! oha_speaks_http3 "$OHA"; then
     log "scenario http3_1k skipped: $OHA has no HTTP/3 (reinstall with: cargo install oha --locked --features http3 --root $TOOLS)"
     NOT_YET+=("http3_1k: skipped, $OHA was built without HTTP/3 (cargo install oha --locked --features http3 --root target/bench-tools, then rerun)")
     return 0
@@ -996,7 +1003,8 @@ main() {
   done
   [[ $(nproc) -ge 2 ]] || log "warning: fewer than 2 CPUs; proxy and load will share a core"
   ulimit -n "$(ulimit -Hn)" || true
-  (($(ulimit -n) >= 8192)) || die "the open-file limit is $(ulimit -n); need at least 8192"
+  (($(ulimit -n) >= IDLE_CONNS + 1000)) ||
+    die "the open-file limit is $(ulimit -n); need $((IDLE_CONNS + 1000)) for BENCH_IDLE_CONNS=$IDLE_CONNS"
   install_tools
   build_parapet
   [[ -x $PARAPET ]] || die "$PARAPET is missing"

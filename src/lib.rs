@@ -25,6 +25,7 @@ pub mod control;
 pub mod demo;
 pub mod fields;
 pub mod listen;
+pub mod load;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;

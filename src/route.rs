@@ -5,6 +5,7 @@
 //! nginx's prefix locations) wins. A group with no prefix for the path falls through to the
 //! next less specific group.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A route host that is neither a host name nor `*.suffix`.
@@ -27,13 +28,19 @@ pub fn check_host_pattern(pattern: &str) -> Result<(), InvalidHostPattern> {
 }
 
 /// Lower-cases a Host header value and strips its port and any trailing dot.
-pub fn normalize_host(host: &str) -> String {
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
         host.rsplit_once(':').map_or(host, |(name, _)| name)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = without_port.trim_end_matches('.');
+    // Borrowed in the usual case (already lower case): this runs on every request.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// Routes of one host group, longest prefix first.

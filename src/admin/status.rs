@@ -159,7 +159,8 @@ fn routes(latency: &RouteLatency) -> Vec<Value> {
         .collect()
 }
 
-/// Responses on cached routes by cache outcome, and what the cache holds.
+/// Responses on cached routes by cache outcome, what the cache holds, and the shared tier's
+/// state (`null` without `[cache.shared]`).
 fn cache() -> Value {
     let outcomes: Map<String, Value> = Outcome::ALL
         .iter()
@@ -170,5 +171,6 @@ fn cache() -> Value {
         "responses": outcomes,
         "stored_bytes": CACHE_METRICS.stored_bytes.get(),
         "entries": CACHE_METRICS.entries.get(),
+        "shared": crate::cache::shared::get().map_or(Value::Null, |tier| tier.status()),
     })
 }

@@ -2,6 +2,9 @@
 //! scheme, host, port and path (`key`), stored in moka (`store`), with misses for one key
 //! coalesced by pingora's cache lock. `request` is one request's part in it, phase by phase;
 //! `status` renders RFC 9211 `Cache-Status`; `metrics` holds the cache's metric handles.
+//! `shared` is the optional second tier on Redis, shared by several instances: the store
+//! looks there on a miss and writes complete fills there; purges go through it to every
+//! instance.
 //!
 //! The store and the lock live for the whole process (pingora-cache wants `&'static`);
 //! rules and routes come from the runtime config and change on reload. `max_size` and
@@ -11,6 +14,7 @@ pub mod key;
 pub mod metrics;
 pub mod policy;
 pub mod request;
+pub mod shared;
 pub mod status;
 pub mod store;
 
@@ -40,6 +44,12 @@ pub fn init(config: &CacheConfig) -> &'static EdgeCache {
         let storage: &'static MokaStorage =
             Box::leak(Box::new(MokaStorage::new(config.max_size, max_object_size)));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
+        if let Some(shared_config) = &config.shared {
+            match shared::init(shared_config, purge_local) {
+                Ok(tier) => tracing::info!(url = %tier.display_url(), "shared cache tier on"),
+                Err(e) => tracing::error!(error = %e, "shared cache tier off"),
+            }
+        }
         EdgeCache {
             storage,
             lock,
@@ -79,12 +89,24 @@ pub fn normalize_url(text: &str) -> Option<String> {
     ))
 }
 
-/// Purges stored URLs: `exact` (every variant of one URL), a `prefix`, or a `glob` (`*`, `?`).
+/// Purges stored URLs: `exact` (every variant of one URL), a `prefix`, or a `glob` (`*`, `?`),
+/// here at once and, with a shared tier, in Redis and on every instance within moments.
+/// Returns how many entries this instance's L1 dropped.
 pub fn purge(exact: Option<&str>, prefix: Option<&str>, glob: Option<&str>) -> usize {
+    let request = shared::PurgeRequest {
+        url: exact.map(str::to_string),
+        prefix: prefix.map(str::to_string),
+        glob: glob.map(str::to_string),
+    };
+    let purged = purge_local(&request);
+    if let Some(tier) = shared::get() {
+        tier.purge(request);
+    }
+    purged
+}
+
+/// Purges this instance's L1 only (a purge received from another instance).
+fn purge_local(request: &shared::PurgeRequest) -> usize {
     let Some(cache) = get() else { return 0 };
-    cache.storage.purge_where(|url| {
-        exact.is_some_and(|e| url == e)
-            || prefix.is_some_and(|p| url.starts_with(p))
-            || glob.is_some_and(|g| policy::glob_matches(g, url))
-    })
+    cache.storage.purge_where(|url| request.matches(url))
 }

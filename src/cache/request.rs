@@ -10,7 +10,8 @@ use super::{key, purge};
 use crate::config::CacheRule;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{
-    CacheMeta, CacheOptionOverrides, ForcedFreshness, HttpCache, NoCacheReason, RespCacheable,
+    CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, HttpCache, NoCacheReason,
+    RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -33,6 +34,8 @@ pub struct RequestCache {
     /// Set-Cookie values of the origin's answer: removed from the stored copy, but owed to
     /// the client whose request fetched it (which pingora-cache serves from the stored copy).
     set_cookies: Vec<http::HeaderValue>,
+    /// The hit came from the shared tier (Redis), not this instance's cache.
+    shared_hit: bool,
 }
 
 impl RequestCache {
@@ -90,6 +93,27 @@ impl RequestCache {
             HitDecision::Default => None,
             HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
             HitDecision::ServeStale => Some(ForcedFreshness::ForceFresh),
+        }
+    }
+
+    /// Remembers which tier a hit came from, for `Cache-Status`.
+    pub fn note_hit(&mut self, hit: &HitHandler) {
+        self.shared_hit = super::store::tier_of(hit) == Some(super::store::Tier::Shared);
+    }
+
+    /// The request is over: a fill lock it took in the shared tier and did not hand to a
+    /// fill (the response was not stored, or the origin failed) is released now. Only a
+    /// request that went to the origin can hold one.
+    pub fn finish(&self, cache: &HttpCache) {
+        let (Some(url), Some(tier)) = (&self.url, super::shared::get()) else {
+            return;
+        };
+        let went_upstream = matches!(
+            Outcome::of(&cache.phase()),
+            Outcome::Miss | Outcome::Expired
+        );
+        if went_upstream && !self.stored {
+            tier.release_claims(url);
         }
     }
 
@@ -181,6 +205,7 @@ impl RequestCache {
             stored: self.stored && matches!(outcome, Outcome::Miss | Outcome::Expired),
             not_stored: self.not_stored.filter(|_| self.method_cacheable),
             method_not_cacheable: !self.method_cacheable,
+            shared_hit: self.shared_hit,
         };
         response.insert_header(CACHE_STATUS, status::cache_status(&facts))?;
         let forwarded_now = matches!(outcome, Outcome::Miss | Outcome::Expired);

@@ -64,9 +64,12 @@ pub struct StatusFacts<'a> {
     /// Why it was not stored, when it was not.
     pub not_stored: Option<NotStored>,
     pub method_not_cacheable: bool,
+    /// A hit served from the shared tier (Redis) rather than this instance's cache.
+    pub shared_hit: bool,
 }
 
-/// The `Cache-Status` value, e.g. `parapet; hit; ttl=42` or `parapet; fwd=uri-miss; fwd-status=200; stored`.
+/// The `Cache-Status` value, e.g. `parapet; hit; ttl=42`, `parapet; hit; ttl=42; detail=shared`
+/// (found in the shared tier) or `parapet; fwd=uri-miss; fwd-status=200; stored`.
 pub fn cache_status(facts: &StatusFacts<'_>) -> String {
     let mut parts = vec!["parapet".to_string()];
     let forwarded = |parts: &mut Vec<String>, why: &str| {
@@ -95,6 +98,9 @@ pub fn cache_status(facts: &StatusFacts<'_>) -> String {
         if let Some(ttl) = facts.ttl {
             parts.push(format!("ttl={ttl}"));
         }
+        if facts.shared_hit {
+            parts.push("detail=shared".into());
+        }
     }
     if facts.stored {
         parts.push("stored".into());
@@ -117,6 +123,7 @@ mod tests {
             stored: false,
             not_stored: None,
             method_not_cacheable: false,
+            shared_hit: false,
         }
     }
 
@@ -152,5 +159,10 @@ mod tests {
             ..facts(&CachePhase::Uninit)
         };
         assert_eq!(cache_status(&post), "parapet; fwd=method");
+        let shared = StatusFacts {
+            shared_hit: true,
+            ..facts(&CachePhase::Hit)
+        };
+        assert_eq!(cache_status(&shared), "parapet; hit; ttl=42; detail=shared");
     }
 }

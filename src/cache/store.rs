@@ -24,6 +24,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::metrics::CACHE_METRICS;
+use super::shared::{self, Found, SharedEntry, SharedTier};
+use std::time::SystemTime;
 
 /// Serialized meta: (internal, header), as pingora-cache's `CacheMeta::serialize` gives it.
 type MetaBytes = (Vec<u8>, Vec<u8>);
@@ -142,6 +144,77 @@ impl MokaStorage {
         doomed.len() + (before - filling.len())
     }
 
+    /// What L1 holds for `hash`: a fill in progress is newer than any stored entry, so it is
+    /// preferred (a refreshed response is visible at once), but only when it is sure to
+    /// complete (known, bounded size).
+    fn local_hit(&self, hash: &str) -> Result<Option<(CacheMeta, HitHandler)>> {
+        if let Some(fill) = self.filling.read().get(hash).filter(|f| f.streamable) {
+            return Self::hit_from_filling(fill);
+        }
+        let Some(entry) = self.complete.get(hash) else {
+            return Ok(None);
+        };
+        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+        Ok(Some((meta, CompleteReader::boxed(entry, Tier::Local))))
+    }
+
+    /// L1 missed: L2, which may wait for another instance's fill of the same key.
+    async fn lookup_shared(
+        &'static self,
+        tier: &'static SharedTier,
+        key: &CacheKey,
+        hash: &str,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let url = url_of(key);
+        let found = tier
+            .find_or_claim(&url, hash, || self.local_hit(hash).ok().flatten())
+            .await;
+        Ok(match found {
+            Found::Shared(entry) => self.admit_shared(url, hash, entry),
+            Found::Local(hit) => Some(hit),
+            Found::Nothing => None,
+        })
+    }
+
+    /// An L1 entry past its freshness: another instance may have refreshed it in L2.
+    async fn fresher_from(
+        &'static self,
+        tier: &'static SharedTier,
+        key: &CacheKey,
+        hash: &str,
+        local: (CacheMeta, HitHandler),
+    ) -> (CacheMeta, HitHandler) {
+        let now = SystemTime::now();
+        if local.0.is_fresh(now) {
+            return local;
+        }
+        let url = url_of(key);
+        let Some(entry) = tier.find_fresher(&url, hash).await else {
+            return local;
+        };
+        match self.admit_shared(url, hash, entry) {
+            Some(shared) if shared.0.is_fresh(now) => shared,
+            _ => local,
+        }
+    }
+
+    /// Copies an L2 entry into L1 and reads it from there; `None` if its meta is unreadable.
+    fn admit_shared(
+        &self,
+        url: String,
+        hash: &str,
+        shared: SharedEntry,
+    ) -> Option<(CacheMeta, HitHandler)> {
+        let meta = CacheMeta::deserialize(&shared.meta.0, &shared.meta.1).ok()?;
+        let entry = Arc::new(Entry {
+            url,
+            meta: shared.meta,
+            body: shared.body,
+        });
+        self.complete.insert(hash.to_string(), Arc::clone(&entry));
+        Some((meta, CompleteReader::boxed(entry, Tier::Shared)))
+    }
+
     fn hit_from_filling(fill: &Filling) -> Result<Option<(CacheMeta, HitHandler)>> {
         let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1)?;
         let reader = PartialReader {
@@ -166,25 +239,13 @@ impl Storage for MokaStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined();
-        // A fill in progress is newer than any stored entry: prefer it so a refreshed response
-        // is visible at once, but only when it is sure to complete (known, bounded size).
-        if let Some(fill) = self.filling.read().get(&hash).filter(|f| f.streamable) {
-            return Self::hit_from_filling(fill);
+        let local = self.local_hit(&hash)?;
+        match (local, shared::get()) {
+            (Some(hit), None) => Ok(Some(hit)),
+            (Some(hit), Some(tier)) => Ok(Some(self.fresher_from(tier, key, &hash, hit).await)),
+            (None, None) => Ok(None),
+            (None, Some(tier)) => self.lookup_shared(tier, key, &hash).await,
         }
-        let Some(entry) = self.complete.get(&hash) else {
-            return Ok(None);
-        };
-        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
-        let end = entry.body.len();
-        Ok(Some((
-            meta,
-            Box::new(CompleteReader {
-                entry,
-                start: 0,
-                end,
-                done: false,
-            }),
-        )))
     }
 
     async fn lookup_streaming_write(
@@ -246,7 +307,12 @@ impl Storage for MokaStorage {
     ) -> Result<PurgeOutcome> {
         let hash = target.key().combined();
         let removed_fill = self.filling.write().remove(&hash).is_some();
-        let removed = self.complete.remove(&hash).is_some();
+        let removed = self.complete.remove(&hash);
+        // The compact key has no URL: L2 can only be told when L1 had the entry.
+        if let (Some(tier), Some(entry)) = (shared::get(), &removed) {
+            tier.delete(&entry.url, &hash);
+        }
+        let removed = removed.is_some();
         Ok(if removed || removed_fill {
             PurgeOutcome::Purged(None)
         } else {
@@ -264,12 +330,13 @@ impl Storage for MokaStorage {
         let Some(entry) = self.complete.get(&hash) else {
             return Ok(false);
         };
-        let updated = Entry {
+        let updated = Arc::new(Entry {
             url: entry.url.clone(),
             meta: meta.serialize()?,
             body: entry.body.clone(),
-        };
-        self.complete.insert(hash, Arc::new(updated));
+        });
+        self.complete.insert(hash.clone(), Arc::clone(&updated));
+        share(&hash, &updated, meta);
         Ok(true)
     }
 
@@ -335,6 +402,9 @@ impl HandleMiss for Writer {
             // Not stored, but not an error either: the response itself reached its client.
             self.publish(FillState::Complete(self.written));
             tracing::debug!(url = %self.fill.url, bytes = self.written, "response larger than max_object_size: not stored");
+            if let Some(tier) = shared::get() {
+                tier.release(&self.hash);
+            }
             return Ok(MissFinishType::Created(0));
         }
         // Copied, not taken: readers streaming this fill may still be reading the buffer.
@@ -346,7 +416,12 @@ impl HandleMiss for Writer {
             body,
         });
         let size = entry.weight(&self.hash) as usize;
-        self.store.complete.insert(self.hash.clone(), entry);
+        self.store
+            .complete
+            .insert(self.hash.clone(), Arc::clone(&entry));
+        if let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) {
+            share(&self.hash, &entry, &meta);
+        }
         Ok(MissFinishType::Created(size))
     }
 
@@ -360,8 +435,39 @@ impl Drop for Writer {
         if !self.finished {
             self.publish(FillState::Abandoned);
             self.remove_fill();
+            if let Some(tier) = shared::get() {
+                tier.release(&self.hash);
+            }
         }
     }
+}
+
+/// Writes a complete entry to the shared tier, when there is one (returns at once).
+fn share(hash: &str, entry: &Entry, meta: &CacheMeta) {
+    if let Some(tier) = shared::get() {
+        let shared = SharedEntry {
+            meta: entry.meta.clone(),
+            body: entry.body.clone(),
+        };
+        let ttl = shared::entry::ttl(meta, SystemTime::now());
+        tier.store(&entry.url, hash, shared, ttl);
+    }
+}
+
+/// Where a hit was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This instance's moka cache.
+    Local,
+    /// The shared tier on Redis (then copied into L1).
+    Shared,
+}
+
+/// The tier a hit handler of this store read from (`None` for other handlers).
+pub fn tier_of(hit: &HitHandler) -> Option<Tier> {
+    hit.as_any()
+        .downcast_ref::<CompleteReader>()
+        .map(|reader| reader.tier)
 }
 
 /// Reads a complete entry, optionally a byte range of it.
@@ -370,6 +476,20 @@ struct CompleteReader {
     start: usize,
     end: usize,
     done: bool,
+    tier: Tier,
+}
+
+impl CompleteReader {
+    fn boxed(entry: Arc<Entry>, tier: Tier) -> HitHandler {
+        let end = entry.body.len();
+        Box::new(CompleteReader {
+            entry,
+            start: 0,
+            end,
+            done: false,
+            tier,
+        })
+    }
 }
 
 #[async_trait]

@@ -26,7 +26,7 @@ pub(super) fn read(text: &str, map: &SourceMap) -> Read {
     loop {
         let mut unknown = Vec::new();
         let parsed = serde_ignored::deserialize(toml::Deserializer::new(&text), |path| {
-            unknown.push(key_path(&path));
+            unknown.push(KeyPath::of_ignored(&path));
         });
         let error = match parsed {
             Ok(raw) => {
@@ -39,7 +39,7 @@ pub(super) fn read(text: &str, map: &SourceMap) -> Read {
             Err(error) => error,
         };
         if !is_consequence(&error, &blanked_keys) {
-            problems.push(problem(map, &error));
+            problems.push(map.serde_problem(&error));
         }
         let progress = match blank_key_value(&mut text, &error) {
             Some(key) => {
@@ -123,28 +123,4 @@ fn blank_span(text: &mut String, error: &toml::de::Error) -> bool {
         .collect();
     text.replace_range(span, &blank);
     true
-}
-
-pub(super) fn key_path(path: &serde_ignored::Path<'_>) -> KeyPath {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => KeyPath::root(),
-        Path::Seq { parent, index } => key_path(parent).index(*index),
-        Path::Map { parent, key } => key_path(parent).key(key),
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
-    }
-}
-
-fn problem(map: &SourceMap, error: &toml::de::Error) -> Problem {
-    let offset = error.span().map(|span| span.start);
-    let message = error.message().trim().to_string();
-    Problem {
-        line: offset.map(|o| map.line_of(o)).unwrap_or(0),
-        key: offset
-            .map(|o| map.path_at(o).to_string())
-            .unwrap_or_default(),
-        message,
-    }
 }

@@ -64,6 +64,23 @@ pub struct RawCache {
     pub lock_timeout: Option<String>,
     #[serde(default)]
     pub rule: Vec<RawCacheRule>,
+    pub shared: Option<RawSharedCache>,
+}
+
+/// `[cache.shared]`: the second cache tier on Redis.
+#[derive(Debug, Deserialize)]
+pub struct RawSharedCache {
+    pub url: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
+    pub max_object_size: Option<RawSize>,
+    pub chunk_size: Option<RawSize>,
+    pub pool_size: Option<u32>,
+    pub lock_timeout: Option<String>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

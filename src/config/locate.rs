@@ -1,6 +1,8 @@
 //! Maps between positions in the TOML text and dotted key paths (`upstream.api.server[0].weight`),
 //! so every config error can name the file, the line and the key.
 
+use super::Problem;
+use serde::de::DeserializeOwned;
 use std::fmt;
 use std::ops::Range;
 use toml_edit::{ImDocument, Item, Table, Value};
@@ -31,6 +33,36 @@ impl KeyPath {
         let mut steps = self.0.clone();
         steps.push(Step::Index(index));
         KeyPath(steps)
+    }
+
+    /// The key path of a key that serde ignored (an unknown key).
+    pub fn of_ignored(path: &serde_ignored::Path<'_>) -> Self {
+        use serde_ignored::Path;
+        match path {
+            Path::Root => KeyPath::root(),
+            Path::Seq { parent, index } => KeyPath::of_ignored(parent).index(*index),
+            Path::Map { parent, key } => KeyPath::of_ignored(parent).key(key),
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => KeyPath::of_ignored(parent),
+        }
+    }
+}
+
+/// Deserializes `text` into `T`, collecting every key `T` does not know (rather than stopping
+/// at the first) so that all of them can be reported; a serde error is a [`Problem`] placed by
+/// `map`.
+pub fn deserialize_noting_unknown<T: DeserializeOwned>(
+    text: &str,
+    map: &SourceMap,
+) -> Result<(T, Vec<KeyPath>), Problem> {
+    let mut unknown = Vec::new();
+    let parsed = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+        unknown.push(KeyPath::of_ignored(&path));
+    });
+    match parsed {
+        Ok(value) => Ok((value, unknown)),
+        Err(error) => Err(map.serde_problem(&error)),
     }
 }
 
@@ -104,6 +136,18 @@ impl SourceMap {
             }
         }
         best.map(|span| self.line_of(span.start)).unwrap_or(1)
+    }
+
+    /// A serde error as a problem: the line and key path of its span, when it has one.
+    pub fn serde_problem(&self, error: &toml::de::Error) -> Problem {
+        let offset = error.span().map(|span| span.start);
+        Problem {
+            line: offset.map(|o| self.line_of(o)).unwrap_or(0),
+            key: offset
+                .map(|o| self.path_at(o).to_string())
+                .unwrap_or_default(),
+            message: error.message().trim().to_string(),
+        }
     }
 
     /// The key path at a byte offset (for serde errors, which only carry a span).

@@ -7,7 +7,7 @@
 
 mod deserialize;
 mod file;
-mod locate;
+pub mod locate;
 pub mod units;
 mod validate;
 
@@ -48,6 +48,46 @@ pub struct CacheConfig {
     /// Longest wait for another request's fill of the same key (default 5 s).
     pub lock_timeout: Duration,
     pub rules: Vec<CacheRule>,
+    /// The shared second tier (`[cache.shared]`); `None`: this instance's cache only.
+    pub shared: Option<SharedCacheConfig>,
+}
+
+/// The shared cache tier on Redis (`[cache.shared]`), read once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCacheConfig {
+    /// `redis://[user@]host:port/db` or `rediss://` for TLS.
+    pub url: String,
+    /// Read from `password_file` (trailing newline removed); sent with AUTH.
+    pub password: Option<Secret>,
+    /// PEM roots for `rediss://` instead of the system's (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Prefix of every key and channel name, so one Redis can serve several clusters
+    /// (default `parapet:`).
+    pub key_prefix: String,
+    /// Per Redis operation; past it the request carries on without L2 (default 50 ms).
+    pub timeout: Duration,
+    /// Larger responses stay in L1 only (default 1 MiB).
+    pub max_object_size: u64,
+    /// Bodies above it are split over several keys of this size (default 256 KiB).
+    pub chunk_size: u64,
+    /// Multiplexed connections, each pipelining many operations (default 2).
+    pub pool_size: usize,
+    /// Longest wait for another instance's fill of the same key (default 5 s).
+    pub lock_timeout: Duration,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps Redis out before one probe (default 1 s).
+    pub breaker_cooldown: Duration,
+}
+
+/// A value that `Debug` does not print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// An edge rule (`[[cache.rule]]`): applies to request paths matching `glob`.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::ToSocketAddrs;
 
 mod compression;
+mod shared;
 
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
@@ -521,6 +522,10 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
             Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECS),
         ),
         rules,
+        shared: raw
+            .shared
+            .as_ref()
+            .and_then(|shared| shared::build(checker, shared, &path.key("shared"))),
     }
 }
 

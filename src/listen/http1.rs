@@ -9,7 +9,7 @@
 //!   `Keep-Alive` header asks, or forever.
 //! - Pipelined requests are answered one after another, in order (RFC 9112 §9.3.2).
 
-use pingora::apps::HttpServerApp;
+use pingora::apps::{next_request_arrives, HttpPersistentSettings, HttpServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -58,13 +58,17 @@ fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-/// Serves one HTTP/1.x connection until it closes.
+/// Serves one HTTP/1.x connection until it closes. Between requests the connection holds only
+/// its stream (vendor patch 3): the session and its buffers are made when the client sends.
 pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     timeouts: ClientTimeouts,
     stream: Stream,
     shutdown: &ShutdownWatch,
 ) {
+    if !next_request_arrives(&stream, Some(whole_seconds(timeouts.header)), shutdown).await {
+        return;
+    }
     let mut session = ServerSession::new_http1(stream);
     timeouts.first_request(&mut session);
     if *shutdown.borrow() {
@@ -72,6 +76,13 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     }
     while let Some(reused) = app.process_new_http(session, shutdown).await {
         let (stream, settings) = reused.consume();
+        let pipelined = settings
+            .as_ref()
+            .is_some_and(HttpPersistentSettings::has_pipelined_request);
+        let idle_limit = timeouts.keepalive.map(whole_seconds);
+        if !pipelined && !next_request_arrives(&stream, idle_limit, shutdown).await {
+            return;
+        }
         session = ServerSession::new_http1(stream);
         if let Some(settings) = settings {
             settings.apply_to_session(&mut session);

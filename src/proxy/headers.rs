@@ -12,26 +12,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType};
 use std::net::IpAddr;
 
-/// Our pseudonym in `Via` (RFC 9110 §7.6.3).
-pub const VIA_PSEUDONYM: &str = "parapet";
-
 /// Hop-by-hop fields besides the connection-specific ones. `Expect` is met by Parapet itself
 /// (`expect`), as nginx does, so the upstream must not answer it a second time.
 static HOP_BY_HOP_EXTRA: [HeaderName; 3] = [TE, TRAILER, EXPECT];
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const FORWARDED: &str = "forwarded";
-
-/// The protocol version as written in `Via`: "1.0", "1.1", "2" or "3".
-pub fn via_version(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
 
 /// True when the request asks to switch protocols (e.g. WebSocket), which must keep its
 /// `Connection: upgrade` and `Upgrade` headers to work through the proxy.
@@ -53,19 +36,21 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Names of the hop-by-hop headers present: the fixed list plus those the `Connection` header
 /// names. `keep_upgrade` spares `Connection`/`Upgrade` for a protocol switch.
 ///
-/// Runs on every request and response, so it allocates nothing when there is nothing to drop.
+/// Runs on every request and response: one pass over the names present, with no lookup or
+/// allocation when there is nothing to drop (the usual case).
 pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
     let mut names = Vec::new();
-    // Pingora owns the framing (Transfer-Encoding) of both sides itself.
-    let fixed = CONNECTION_SPECIFIC
-        .iter()
-        .filter(|name| **name != TRANSFER_ENCODING)
-        .filter(|name| !(keep_upgrade && (**name == CONNECTION || **name == UPGRADE)))
-        .chain(&HOP_BY_HOP_EXTRA);
-    for name in fixed {
-        if headers.contains_key(name) {
+    let mut has_connection = false;
+    for name in headers.keys() {
+        if *name == CONNECTION {
+            has_connection = true;
+        }
+        if is_fixed_hop_by_hop(name, keep_upgrade) {
             names.push(name.clone());
         }
+    }
+    if !has_connection {
+        return names;
     }
     for token in connection_tokens(headers) {
         if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
@@ -80,6 +65,18 @@ pub fn hop_by_hop_names(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderNa
     names
 }
 
+/// The connection-specific fields and `TE`/`Trailer`, except `Transfer-Encoding` (Pingora owns
+/// the framing of both sides) and, for a protocol switch, `Connection`/`Upgrade`.
+fn is_fixed_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
+    if *name == TRANSFER_ENCODING {
+        return false;
+    }
+    if keep_upgrade && (*name == CONNECTION || *name == UPGRADE) {
+        return false;
+    }
+    CONNECTION_SPECIFIC.contains(name) || HOP_BY_HOP_EXTRA.contains(name)
+}
+
 /// What the upstream should learn about the client's request.
 pub struct ForwardedFor<'a> {
     pub client_ip: Option<IpAddr>,
@@ -90,39 +87,68 @@ pub struct ForwardedFor<'a> {
     pub version: http::Version,
 }
 
+/// A header Parapet writes, with the spelling it gets on HTTP/1 (Pingora keeps the client's
+/// spelling of the others), so inserting it neither parses nor copies its name.
+pub type OurHeader = (HeaderName, &'static str);
+
+const X_FORWARDED_FOR: OurHeader = (
+    HeaderName::from_static("x-forwarded-for"),
+    "X-Forwarded-For",
+);
+const X_FORWARDED_PROTO: OurHeader = (
+    HeaderName::from_static("x-forwarded-proto"),
+    "X-Forwarded-Proto",
+);
+const FORWARDED: OurHeader = (HeaderName::from_static("forwarded"), "Forwarded");
+const VIA_HEADER: OurHeader = (VIA, "Via");
+pub const X_REQUEST_ID: OurHeader = (HeaderName::from_static("x-request-id"), "X-Request-Id");
+
 /// Appends to the forwarding headers, nginx's `$proxy_add_x_forwarded_for` style: earlier
-/// hops' values are kept and ours is added at the end.
+/// hops' values are kept and ours is added at the end. Static values where nothing came
+/// before, one buffer per value otherwise.
 pub fn forwarding_headers(
     headers: &HeaderMap,
     info: &ForwardedFor<'_>,
-) -> Vec<(HeaderName, String)> {
+) -> Vec<(OurHeader, HeaderValue)> {
     let mut out = Vec::with_capacity(4);
     if let Some(ip) = info.client_ip {
-        out.push((
-            HeaderName::from_static(X_FORWARDED_FOR),
-            append_list(headers, X_FORWARDED_FOR, &ip.to_string()),
-        ));
+        let mut value = earlier_values(headers, &X_FORWARDED_FOR.0, 16);
+        push_ip(&mut value, ip);
+        out.push((X_FORWARDED_FOR, header_value(value)));
     }
-    out.push((
-        HeaderName::from_static(X_FORWARDED_PROTO),
-        info.scheme.to_string(),
-    ));
-    out.push((
-        HeaderName::from_static(FORWARDED),
-        append_list(headers, FORWARDED, &forwarded_element(info)),
-    ));
-    let via = format!("{} {VIA_PSEUDONYM}", via_version(info.version));
-    out.push((VIA, append_list(headers, VIA.as_str(), &via)));
+    let proto = if info.scheme == "https" {
+        "https"
+    } else {
+        "http"
+    };
+    out.push((X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
+    let mut forwarded = earlier_values(headers, &FORWARDED.0, 48);
+    push_forwarded_element(&mut forwarded, info);
+    out.push((FORWARDED, header_value(forwarded)));
+    out.push((VIA_HEADER, via_value(headers, info.version)));
     out
 }
 
-/// The `Via` value a response gets on its way back to the client.
-pub fn response_via(headers: &HeaderMap, upstream_version: http::Version) -> String {
-    append_list(
-        headers,
-        VIA.as_str(),
-        &format!("{} {VIA_PSEUDONYM}", via_version(upstream_version)),
-    )
+/// The `Via` value a message gets from us: ours alone (static) or appended to earlier hops'.
+fn via_value(headers: &HeaderMap, version: http::Version) -> HeaderValue {
+    let ours = via_ours(version);
+    if !headers.contains_key(VIA) {
+        return HeaderValue::from_static(ours);
+    }
+    let mut value = earlier_values(headers, &VIA, ours.len());
+    value.push_str(ours);
+    header_value(value)
+}
+
+/// Our own `Via` entry: "1.1 parapet", "2 parapet"…
+fn via_ours(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9 parapet",
+        http::Version::HTTP_10 => "1.0 parapet",
+        http::Version::HTTP_2 => "2 parapet",
+        http::Version::HTTP_3 => "3 parapet",
+        _ => "1.1 parapet",
+    }
 }
 
 /// The request as the upstream gets it: hop-by-hop headers dropped, forwarding headers and the
@@ -137,10 +163,12 @@ pub fn rewrite_request(
     for name in hop_by_hop_names(&request.headers, keep_upgrade) {
         request.remove_header(&name);
     }
+    // X-Forwarded-For, X-Forwarded-Proto, Forwarded, Via, X-Request-Id, Host.
+    request.reserve(6);
     for (name, value) in forwarding_headers(&request.headers, info) {
         request.insert_header(name, value)?;
     }
-    request.insert_header(super::request_id::HEADER, request_id)?;
+    request.insert_header(X_REQUEST_ID, request_id_value(request_id))?;
     if let Some(host) = info.host {
         if !request.headers.contains_key(http::header::HOST) {
             request.insert_header(http::header::HOST, host)?;
@@ -171,17 +199,29 @@ pub fn rewrite_response(response: &mut ResponseHeader) -> pingora::Result<()> {
     for name in hop_by_hop_names(&response.headers, switching) {
         response.remove_header(&name);
     }
-    let via = response_via(&response.headers, response.version);
-    response.insert_header(VIA, via)?;
+    // Via, X-Request-Id, Alt-Svc, Cache-Status.
+    response.reserve(4);
+    let via = via_value(&response.headers, response.version);
+    response.insert_header(VIA_HEADER, via)?;
     Ok(())
 }
 
 /// The request id on every proxied or cached response.
 pub fn add_request_id(response: &mut ResponseHeader, request_id: &str) -> pingora::Result<()> {
     if !request_id.is_empty() {
-        response.insert_header(super::request_id::HEADER, request_id)?;
+        response.insert_header(X_REQUEST_ID, request_id_value(request_id))?;
     }
     Ok(())
+}
+
+/// A request id as a header value. Marked sensitive so HPACK/QPACK encoders send it as a
+/// never-indexed literal: a value that differs on every response would otherwise be inserted
+/// into the connection's dynamic table and evict the fields that do repeat.
+fn request_id_value(request_id: &str) -> HeaderValue {
+    let mut value =
+        HeaderValue::from_str(request_id).unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
 }
 
 /// `Alt-Svc`, where the door offers HTTP/3 to a client not on it yet.
@@ -195,41 +235,93 @@ pub fn add_alt_svc(
     Ok(())
 }
 
-fn append_list(headers: &HeaderMap, name: &str, ours: &str) -> String {
-    let earlier: Vec<&str> = headers
+/// Earlier hops' non-empty values of a list header, joined by ", " and followed by ", " when
+/// there are any, in a buffer with `ours` more bytes of room.
+fn earlier_values(headers: &HeaderMap, name: &HeaderName, ours: usize) -> String {
+    let mut joined = String::new();
+    let earlier = headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    if earlier.is_empty() {
-        ours.to_string()
-    } else {
-        format!("{}, {ours}", earlier.join(", "))
+        .filter(|v| !v.is_empty());
+    for value in earlier {
+        if joined.is_empty() {
+            joined.reserve(value.len() + 2 + ours);
+        }
+        joined.push_str(value);
+        joined.push_str(", ");
+    }
+    if joined.is_empty() {
+        joined.reserve(ours);
+    }
+    joined
+}
+
+/// A value built from valid pieces (header values, IP addresses, our own tokens).
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn push_ip(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, *octet);
+            }
+        }
+        // Display cannot fail on a String.
+        IpAddr::V6(v6) => drop(write!(out, "{v6}")),
     }
 }
 
-/// One `Forwarded` element (RFC 7239): `for=...;host=...;proto=...`, quoting where needed.
-fn forwarded_element(info: &ForwardedFor<'_>) -> String {
-    let mut parts = Vec::with_capacity(3);
-    match info.client_ip {
-        Some(IpAddr::V6(ip)) => parts.push(format!("for=\"[{ip}]\"")),
-        Some(ip) => parts.push(format!("for={ip}")),
-        None => parts.push("for=unknown".to_string()),
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
     }
-    if let Some(host) = info.host.filter(|h| HeaderValue::from_str(h).is_ok()) {
+    if n >= 10 {
+        out.push(char::from(b'0' + (n / 10) % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+/// One `Forwarded` element (RFC 7239): `for=...;host=...;proto=...`, quoting where needed.
+fn push_forwarded_element(out: &mut String, info: &ForwardedFor<'_>) {
+    out.push_str("for=");
+    match info.client_ip {
+        Some(IpAddr::V6(ip)) => {
+            out.push_str("\"[");
+            push_ip(out, IpAddr::V6(ip));
+            out.push_str("]\"");
+        }
+        Some(ip) => push_ip(out, ip),
+        None => out.push_str("unknown"),
+    }
+    if let Some(host) = info.host.filter(|h| is_visible_ascii(h)) {
         if host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~".contains(&c))
         {
-            parts.push(format!("host={host}"));
+            out.push_str(";host=");
+            out.push_str(host);
         } else {
-            parts.push(format!("host=\"{}\"", host.replace(['"', '\\'], "")));
+            out.push_str(";host=\"");
+            out.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+            out.push('"');
         }
     }
-    parts.push(format!("proto={}", info.scheme));
-    parts.join(";")
+    out.push_str(";proto=");
+    out.push_str(info.scheme);
+}
+
+/// What a header value may hold (RFC 9110 §5.5, without obs-text): visible ASCII, spaces, tabs.
+fn is_visible_ascii(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 #[cfg(test)]
@@ -284,7 +376,11 @@ mod tests {
             version: http::Version::HTTP_11,
         };
         let out = forwarding_headers(&map, &info);
-        let get = |name: &str| out.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            out.iter()
+                .find(|((n, _), _)| n == name)
+                .map(|(_, v)| v.to_str().unwrap())
+        };
         assert_eq!(get("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
         assert_eq!(get("x-forwarded-proto"), Some("http"));
         assert_eq!(
@@ -305,7 +401,7 @@ mod tests {
         let out = forwarding_headers(&HeaderMap::new(), &info);
         assert!(out
             .iter()
-            .any(|(n, v)| n == "forwarded" && v == "for=\"[::1]\";proto=http"));
-        assert!(out.iter().any(|(n, v)| n == "via" && v == "2 parapet"));
+            .any(|((n, _), v)| n == "forwarded" && v == "for=\"[::1]\";proto=http"));
+        assert!(out.iter().any(|((n, _), v)| n == "via" && v == "2 parapet"));
     }
 }

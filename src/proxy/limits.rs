@@ -6,10 +6,18 @@ use pingora::http::RequestHeader;
 
 /// Bytes a request line and header block take on the wire (approximately, for HTTP/2 too).
 fn request_head_size(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let line = req.method.as_str().len() + target_length(&req.uri) + 12;
     req.headers.iter().fold(line, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     })
+}
+
+/// The request target's length as written (absolute form counts scheme and authority).
+fn target_length(uri: &http::Uri) -> usize {
+    let path = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    scheme + authority + path
 }
 
 /// The request head against `max_request_header_size`, and a declared body against

@@ -16,7 +16,7 @@ mod request_id;
 mod runtime;
 
 pub use ctx::{active_requests, Ctx};
-pub use metrics::{register as register_metrics, request_families};
+pub use metrics::{register as register_metrics, request_families, RouteMetrics};
 pub use runtime::{DoorFacts, RouteTarget, Runtime};
 
 use crate::cache;
@@ -93,10 +93,11 @@ impl ProxyHttp for Parapet {
         &self,
         _session: &mut Session,
         meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
+        ctx.cache.note_hit(hit_handler);
         Ok(ctx.cache.hit_freshness(meta))
     }
 
@@ -304,6 +305,7 @@ impl ProxyHttp for Parapet {
 
     /// Runs last, whatever happened: metrics and the access log.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.cache.finish(&session.cache);
         record::finish(session, e, ctx);
     }
 }

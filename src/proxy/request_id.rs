@@ -3,14 +3,13 @@
 
 use http::HeaderMap;
 
-pub const HEADER: &str = "x-request-id";
 /// Longest client-supplied id accepted; longer ones are replaced.
 const MAX_ID_LENGTH: usize = 200;
 
 /// The id for this request.
 pub fn for_request(headers: &HeaderMap) -> String {
     headers
-        .get(HEADER)
+        .get(&super::headers::X_REQUEST_ID.0)
         .and_then(|v| v.to_str().ok())
         .filter(|id| is_acceptable(id))
         .map_or_else(generate, str::to_string)
@@ -22,7 +21,13 @@ fn is_acceptable(id: &str) -> bool {
 
 /// 128 random bits as 32 hex digits.
 fn generate() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    let mut digits = [0u8; 32];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((bits >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 #[cfg(test)]
@@ -32,9 +37,15 @@ mod tests {
     #[test]
     fn a_sane_client_id_is_kept_and_a_bad_one_replaced() {
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER, "abc-123".parse().unwrap());
+        headers.insert(
+            super::super::headers::X_REQUEST_ID.0,
+            "abc-123".parse().unwrap(),
+        );
         assert_eq!(for_request(&headers), "abc-123");
-        headers.insert(HEADER, "has space".parse().unwrap());
+        headers.insert(
+            super::super::headers::X_REQUEST_ID.0,
+            "has space".parse().unwrap(),
+        );
         let generated = for_request(&headers);
         assert_eq!(generated.len(), 32);
         assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));

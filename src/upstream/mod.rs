@@ -348,7 +348,7 @@ impl Upstream {
                 .map(|p| p.as_str().as_bytes().to_vec())
                 .unwrap_or_default(),
             HashKey::Host => host
-                .map(|h| crate::route::normalize_host(h).into_bytes())
+                .map(|h| crate::route::normalize_host(h).as_bytes().to_vec())
                 .unwrap_or_default(),
             HashKey::Header(name) => req
                 .headers

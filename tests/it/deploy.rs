@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    admin_table, client, get, reserve_addr, run_parapet, server_and_listener, servers, Backend,
-    ConfigFile, Metrics, Proxy, Refuser, POLL_STEP, READY_TIMEOUT,
+    admin_table, client, get, get_with_host, reserve_addr, run_parapet, server_and_listener,
+    servers, Backend, ConfigFile, Metrics, Origin, Proxy, RedisServer, Refuser, Script, POLL_STEP,
+    READY_TIMEOUT,
 };
 
 /// Longest wait for one headless Chromium run (start, load, polls, dump or screenshot).
@@ -636,6 +637,10 @@ async fn the_status_snapshot_has_upstreams_routes_latency_and_cache_counts() {
     assert_eq!(snapshot["cache"]["responses"]["hit"], 1, "{snapshot:#}");
     assert_eq!(snapshot["cache"]["responses"]["miss"], 1, "{snapshot:#}");
     assert!(snapshot["cache"]["entries"].as_i64() >= Some(1));
+    assert!(
+        snapshot["cache"]["shared"].is_null(),
+        "no [cache.shared], no shared tier: {snapshot:#}"
+    );
     assert!(snapshot["time_ms"].as_u64() > Some(0));
 }
 
@@ -767,6 +772,11 @@ async fn the_status_page_in_chromium_shows_the_upstreams_and_their_numbers() {
     assert_eq!(element_text(&dom, "id=\"total\""), Some("6"), "{dom}");
     let health = cells(&dom, "badge down");
     assert_eq!(health, ["down"], "the refusing server shows down: {dom}");
+    assert_eq!(
+        element_text(&dom, "id=\"shared-state\""),
+        Some("not configured"),
+        "{dom}"
+    );
     save_screenshot(&browser, &stack).await;
 }
 
@@ -811,4 +821,90 @@ async fn the_status_page_in_chromium_sends_the_token_from_the_url_fragment() {
         "{without}"
     );
     assert_eq!(element_text(&without, "id=\"state\""), Some("token needed"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared cache panel (issue 15), with a real redis-server
+
+/// The site both instances serve, as a load balancer would pass it (the cache key carries it).
+const SHARED_HOST: &str = "site.test";
+
+/// A caching proxy in front of `origin` whose L2 is `redis`.
+async fn shared_cache_proxy(origin: &Origin, redis: &RedisServer) -> Proxy {
+    let toml = format!(
+        "{}\n[upstream.app]\n{}\n[[route]]\npath_prefix = \"/\"\nupstream = \"app\"\ncache = true\n{}\n\
+         [cache.shared]\nurl = \"{}\"\n# Generous: a loaded machine must not turn a slow answer into a miss.\ntimeout = \"1s\"\n",
+        server_and_listener(reserve_addr()),
+        servers("app", &[origin.addr()], "max_fails = 0"),
+        admin_table(reserve_addr(), None),
+        redis.url(),
+    );
+    Proxy::start(&toml).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_in_chromium_shows_the_shared_cache_panel_with_its_numbers_issue_15() {
+    let browser = chromium_or_skip!();
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let origin = Origin::start().await;
+    origin.fallback(Script::counted("page-").cache_control("max-age=600"));
+    let filler = shared_cache_proxy(&origin, &redis).await;
+    let shown = shared_cache_proxy(&origin, &redis).await;
+    assert_eq!(
+        get_with_host(filler.addr(), SHARED_HOST, "/shared")
+            .await
+            .status,
+        200
+    );
+    let (metrics, stored) = filler
+        .metrics_until(|m| m.value("parapet_cache_shared_stored_total", &[]) >= 1.0)
+        .await;
+    assert!(stored, "not written to Redis:\n{}", metrics.text);
+    // On the instance shown: one L2 hit, one L2 miss.
+    for path in ["/shared", "/only-here"] {
+        let response = get_with_host(shown.addr(), SHARED_HOST, path).await;
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    assert_eq!(origin.total_requests(), 2);
+
+    let dom = rendered_dom(&browser, shown.admin_url("/")).await;
+    assert!(
+        updates(&dom) >= 1,
+        "the page never rendered a snapshot:\n{dom}"
+    );
+    assert_eq!(
+        element_text(&dom, "id=\"shared-breaker\""),
+        Some("breaker closed"),
+        "{dom}"
+    );
+    assert_eq!(
+        element_text(&dom, "id=\"shared-url\""),
+        Some(redis.url().as_str())
+    );
+    assert_eq!(element_text(&dom, "id=\"shared-hits\""), Some("1"), "{dom}");
+    assert_eq!(
+        element_text(&dom, "id=\"shared-misses\""),
+        Some("1"),
+        "{dom}"
+    );
+    assert_eq!(
+        element_text(&dom, "id=\"shared-errors\""),
+        Some("0"),
+        "{dom}"
+    );
+    assert_eq!(
+        element_text(&dom, "id=\"shared-ratio\""),
+        Some("50.0 %"),
+        "{dom}"
+    );
+    for quantile in ["id=\"shared-p50\"", "id=\"shared-p99\""] {
+        let text = element_text(&dom, quantile).unwrap_or("");
+        let millis = text.strip_suffix(" ms").and_then(|n| n.parse::<f64>().ok());
+        assert!(
+            millis.is_some_and(|ms| ms > 0.0 && ms <= 1000.0),
+            "a lookup latency within the histogram's 1 s: {quantile} shows {text:?}\n{dom}"
+        );
+    }
 }

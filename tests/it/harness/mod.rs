@@ -1,6 +1,7 @@
 //! The shared harness, one file per role: ports and server tasks (`ports`), HTTP/1.1 on the
 //! wire (`wire`), the scripted origin (`origin`), recording backends (`backends`), the real
-//! `parapet` binary (`parapet`), clients (`clients`) and the metrics parser (`metrics`).
+//! `parapet` binary (`parapet`), clients (`clients`), the metrics parser (`metrics`), a real
+//! `redis-server` (`redis_server`) and a TCP relay that can be cut (`relay`).
 //!
 //! Everything talks over real sockets on 127.0.0.1. Ports come from the OS (bind `:0`, read the
 //! port back); a process-wide registry makes sure no port is handed out twice, so tests can run in
@@ -12,6 +13,8 @@ mod metrics;
 mod origin;
 mod parapet;
 mod ports;
+mod redis_server;
+mod relay;
 mod wire;
 
 pub use backends::*;
@@ -20,6 +23,8 @@ pub use metrics::*;
 pub use origin::*;
 pub use parapet::*;
 pub use ports::*;
+pub use redis_server::*;
+pub use relay::*;
 pub use wire::*;
 
 use std::time::{Duration, Instant};

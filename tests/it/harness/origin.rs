@@ -2,18 +2,18 @@
 //! (status, headers, fixed, counted, chunked, streamed or close-delimited bodies, conditional
 //! 304s, delays), counting and recording what it receives.
 
-use super::ports::{fresh_listener, ServerTasks};
+use super::eventually;
+use super::ports::{fresh_listener, rebind, ServerTasks};
 use super::wire::{
     connection_tokens, find_header, http_date, parse_http_date, read_request, Header, Received,
 };
-use super::{eventually, POLL_STEP, READY_TIMEOUT};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes of one generated chunk of a streamed body ([`Script::generated`]).
 pub const GENERATED_CHUNK_BYTES: usize = 64 * 1024;
@@ -299,17 +299,7 @@ impl Origin {
     /// Listens again on the same port after [`Origin::stop`].
     pub async fn restart(&self) {
         assert!(!self.tasks.is_accepting(), "restart of a running origin");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let listener = loop {
-            let socket = TcpSocket::new_v4().expect("socket");
-            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-            match socket.bind(self.addr).and_then(|()| socket.listen(1024)) {
-                Ok(listener) => break listener,
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_STEP).await,
-                Err(e) => panic!("rebinding {}: {e}", self.addr),
-            }
-        };
-        self.accept(listener);
+        self.accept(rebind(self.addr).await);
     }
 
     pub fn addr(&self) -> SocketAddr {

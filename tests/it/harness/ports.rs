@@ -1,12 +1,13 @@
 //! Ports and test servers' tasks: OS-chosen loopback ports, never handed out twice in this
 //! process, and the owner of a test server's accept and connection tasks.
 
-use super::POLL_STEP;
+use super::{POLL_STEP, READY_TIMEOUT};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 fn handed_out() -> &'static Mutex<HashSet<u16>> {
@@ -110,4 +111,19 @@ impl Drop for ServerTasks {
 /// handed out again in this process, so it is ours to give to the proxy (or to leave unbound).
 pub fn reserve_addr() -> SocketAddr {
     fresh_std_listener().local_addr().expect("local_addr")
+}
+
+/// A listener on `addr` again (a test server's port, after it stopped), retried while the old
+/// socket lingers.
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        match socket.bind(addr).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return listener,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_STEP).await,
+            Err(e) => panic!("rebinding {addr}: {e}"),
+        }
+    }
 }

@@ -211,6 +211,16 @@ impl RequestHeader {
         )
     }
 
+    /// Reserves room for `additional` more headers (and their case-preserving names), so
+    /// inserting several grows each map at most once. A map past `http`'s size limit is left
+    /// as it is (inserting will report that).
+    pub fn reserve(&mut self, additional: usize) {
+        let _ = self.base.headers.try_reserve(additional);
+        if let Some(map) = self.header_name_map.as_mut() {
+            let _ = map.try_reserve(additional);
+        }
+    }
+
     /// Insert the header name and value to `self`.
     ///
     /// Different from [Self::append_header()], this method will replace all other existing headers
@@ -565,6 +575,16 @@ impl ResponseHeader {
         )
     }
 
+    /// Reserves room for `additional` more headers (and their case-preserving names), so
+    /// inserting several grows each map at most once. A map past `http`'s size limit is left
+    /// as it is (inserting will report that).
+    pub fn reserve(&mut self, additional: usize) {
+        let _ = self.base.headers.try_reserve(additional);
+        if let Some(map) = self.header_name_map.as_mut() {
+            let _ = map.try_reserve(additional);
+        }
+    }
+
     /// Insert the header name and value to `self`.
     ///
     /// Different from [Self::append_header()], this method will replace all other existing headers
@@ -852,11 +872,7 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     // store the original case in the map
     if let Some(name_map) = name_map {
         // Use the non-panicking `try_append`: the infallible `append` calls
@@ -881,11 +897,7 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     if let Some(name_map) = name_map {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);

@@ -140,6 +140,12 @@ impl HttpPersistentSettings {
         self.user_context.take()
     }
 
+    /// Whether bytes of a next, pipelined request are already read (so there is no need to
+    /// wait for the client).
+    pub fn has_pipelined_request(&self) -> bool {
+        self.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
     /// Set pipelined-prefix bytes to be fed to the next session on this
     /// connection. Called by the proxy layer when HTTP/1.1 pipelining is
     /// enabled on the current session and overread bytes were present at
@@ -257,6 +263,46 @@ pub trait HttpServerApp {
     }
 }
 
+/// Keep-alive timeout of HTTP/1 client connections, in seconds.
+const H1_KEEPALIVE_SECS: u64 = 60;
+
+/// Waits, holding nothing but the stream, until the client starts its next request (or closes,
+/// or the server starts shutting down): the session and its buffers for a request are only
+/// allocated once there is one, so an idle keep-alive connection costs little memory.
+/// `false` when the keep-alive timeout ran out first and the connection should be closed, as
+/// `read_request()` would have done.
+pub async fn next_request_arrives(
+    stream: &Stream,
+    keepalive_secs: Option<u64>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+    if *shutdown.borrow() {
+        // The session decides what to do with a request that is there and closes otherwise.
+        return true;
+    }
+    let mut shutdown = shutdown.clone();
+    let shutting_down = async move {
+        while shutdown.changed().await.is_ok() && !*shutdown.borrow() {}
+    };
+    let either = async {
+        tokio::select! {
+            biased;
+            _ = readable => {}
+            _ = shutting_down => {}
+        }
+    };
+    match keepalive_secs.filter(|secs| *secs > 0) {
+        Some(secs) => pingora_timeout::timeout(Duration::from_secs(secs), either)
+            .await
+            .is_ok(),
+        None => {
+            either.await;
+            true
+        }
+    }
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -307,7 +353,9 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            // Boxed, like the accept loop below: inline, these large futures would size the
+            // future of every HTTP/1 connection too, idle or not.
+            let h2_conn = match Box::pin(server::handshake(stream, h2_options)).await {
                 Err(e) => {
                     error!("H2 handshake error {e}");
                     return None;
@@ -321,7 +369,7 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            Box::pin(server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
@@ -338,19 +386,22 @@ where
                             .await;
                     });
                 },
-            )
+            ))
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            if !next_request_arrives(&stream, Some(H1_KEEPALIVE_SECS), shutdown).await {
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
             } else {
                 // default 60s
-                session.set_keepalive(Some(60));
+                session.set_keepalive(Some(H1_KEEPALIVE_SECS));
             }
             session.set_keepalive_reuses_remaining(
                 self.server_options()
@@ -359,6 +410,15 @@ where
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                let pipelined = persistent_settings
+                    .as_ref()
+                    .is_some_and(|s| s.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty()));
+                let keepalive = persistent_settings
+                    .as_ref()
+                    .map_or(Some(H1_KEEPALIVE_SECS), |s| s.keepalive_timeout);
+                if !pipelined && !next_request_arrives(&stream, keepalive, shutdown).await {
+                    return None;
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);

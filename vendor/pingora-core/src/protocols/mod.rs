@@ -79,6 +79,13 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Ready when a read would not wait: data (or EOF, or an error) has arrived. Lets a server
+    /// park an idle keep-alive connection without allocating anything for the next request
+    /// until it comes. Streams that cannot tell are always ready.
+    fn poll_read_ready(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 use std::any::Any;
