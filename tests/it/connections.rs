@@ -3,8 +3,8 @@
 //! broken h2 preface on h2c).
 
 use crate::harness::{
-    admin_table, dev_certs, reserve_addr, servers, Origin, Proxy, RawConnection, Script,
-    CLIENT_TIMEOUT,
+    admin_table, dev_certs, h2_frames, reserve_addr, servers, Origin, Proxy, RawConnection, Script,
+    CLIENT_TIMEOUT, FRAME_GOAWAY, H2_PROTOCOL_ERROR,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -237,22 +237,6 @@ async fn expect_100_continue_gets_100_then_the_answer_and_a_refusal_at_once_issu
     assert_eq!(origin.requests("/upload"), 1);
 }
 
-/// The frames an HTTP/2 server sent, as (type, payload).
-fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut frames = Vec::new();
-    while bytes.len() >= 9 {
-        let length =
-            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
-        let end = (9 + length).min(bytes.len());
-        frames.push((bytes[3], bytes[9..end].to_vec()));
-        bytes = &bytes[end..];
-    }
-    frames
-}
-
-const GOAWAY: u8 = 0x7;
-const PROTOCOL_ERROR: [u8; 4] = [0, 0, 0, 1];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_h2_preface_on_an_h2c_port_gets_goaway_protocol_error_issue_17() {
     let (proxy, origin) = start("", "").await;
@@ -277,9 +261,10 @@ async fn a_broken_h2_preface_on_an_h2c_port_gets_goaway_protocol_error_issue_17(
         connection.send(&bytes).await;
         let frames = h2_frames(&connection.read_until_closed().await);
         assert!(
-            frames.iter().any(
-                |(kind, payload)| *kind == GOAWAY && payload.get(4..8) == Some(&PROTOCOL_ERROR)
-            ),
+            frames
+                .iter()
+                .any(|f| f.kind == FRAME_GOAWAY
+                    && f.payload.get(4..8) == Some(&H2_PROTOCOL_ERROR[..])),
             "{case}: no GOAWAY(PROTOCOL_ERROR) in {frames:?}"
         );
     }

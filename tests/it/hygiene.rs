@@ -2,8 +2,9 @@
 //! reaches a backend, on every door, each case asserting the status and what the backend got.
 
 use crate::harness::{
-    h2c_client, reserve_addr, single_upstream_config, within, Origin, Proxy, RawConnection,
-    Received, Script,
+    h2c_client, h2c_exchange, reserve_addr, single_upstream_config, within, H2Frame, Origin, Proxy,
+    RawConnection, Received, Script, FRAME_GOAWAY, FRAME_HEADERS, FRAME_RST_STREAM,
+    H2_PROTOCOL_ERROR,
 };
 
 /// A proxy in front of one origin that answers every path with 200 "ok".
@@ -295,4 +296,88 @@ async fn http2_padded_field_values_are_400_and_the_authority_is_the_host_issue_1
     assert_eq!(received.target, "/h2");
     assert_eq!(received.header_values("host"), [proxy.addr().to_string()]);
     assert_eq!(received.header_values("x-value"), ["inner space is fine"]);
+}
+
+/// How an h2 server met the request on stream 1.
+fn h2_outcome(frames: &[H2Frame]) -> String {
+    let answer = frames.iter().find(|f| {
+        f.stream == 1 && matches!(f.kind, FRAME_HEADERS | FRAME_RST_STREAM)
+            || f.kind == FRAME_GOAWAY
+    });
+    match answer {
+        // :status from the HPACK static table (RFC 7541 Appendix A).
+        Some(f) if f.kind == FRAME_HEADERS => match f.payload.first() {
+            Some(0x88) => "200".to_string(),
+            Some(0x8c) => "400".to_string(),
+            other => format!("HEADERS starting {other:?}"),
+        },
+        Some(f) if f.payload.ends_with(&H2_PROTOCOL_ERROR) && f.kind == FRAME_RST_STREAM => {
+            "stream error".to_string()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// A case name, the fields added to a valid request, and the outcomes that pass.
+type H2Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connection_specific_fields_never_reach_the_backend_issue_17() {
+    let (proxy, origin) = start().await;
+    let authority = proxy.addr().to_string();
+    const REFUSED: &[&str] = &["400", "stream error"];
+    let table: [H2Case; 9] = [
+        ("Connection", &[("connection", "keep-alive")], REFUSED),
+        ("Keep-Alive", &[("keep-alive", "timeout=5")], REFUSED),
+        (
+            "Proxy-Connection",
+            &[("proxy-connection", "keep-alive")],
+            REFUSED,
+        ),
+        (
+            "Transfer-Encoding",
+            &[("transfer-encoding", "chunked")],
+            REFUSED,
+        ),
+        ("Upgrade", &[("upgrade", "websocket")], REFUSED),
+        ("TE other than trailers", &[("te", "gzip")], REFUSED),
+        (
+            "two Host fields",
+            &[("host", "a.test"), ("host", "b.test")],
+            REFUSED,
+        ),
+        ("an ordinary field", &[("x-fine", "yes")], &["200"]),
+        ("TE: trailers", &[("te", "trailers")], &["200"]),
+    ];
+    let mut mismatches = Vec::new();
+    for (case, extra, expected) in table {
+        let before = origin.received_all().len();
+        let mut fields = vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/h2raw"),
+            (":authority", authority.as_str()),
+        ];
+        fields.extend_from_slice(extra);
+        let outcome = h2_outcome(&h2c_exchange(proxy.addr(), &fields).await);
+        let reached = origin.received_all().len() > before;
+        let should_reach = expected == ["200"];
+        if !expected.contains(&outcome.as_str()) || reached != should_reach {
+            mismatches.push(format!(
+                "{case}: expected {expected:?}, got {outcome} (backend reached: {reached})"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let received = origin.last_received("/h2raw");
+    assert_eq!(received.header_values("host"), [authority]);
+    assert_eq!(
+        received.header_values("te"),
+        Vec::<&str>::new(),
+        "TE is hop-by-hop: the proxy answers it, the backend must not see it"
+    );
 }
