@@ -918,6 +918,10 @@ receive_window = 100000
 [cache]
 max_size = 1000000
 max_object_size = \"5000\"
+[cache.shared]
+url = \"redis://127.0.0.1:6379\"
+max_object_size = 7000
+chunk_size = 8000
 [compression]
 min_length = 10
 max_decompressed_size = 6000
@@ -943,6 +947,8 @@ max_decompressed_size = 6000
             (config.cache.max_size, config.cache.max_object_size),
             (1000000, 5000)
         );
+        let shared = config.cache.shared.as_ref().expect("the shared tier is on");
+        assert_eq!((shared.max_object_size, shared.chunk_size), (7000, 8000));
         assert_eq!(config.compression.min_length, 10);
         assert_eq!(config.compression.bounds.max_decompressed_size, 6000);
         let negative = problems(&format!("{GOOD}\n[server]\nmax_request_body_size = -1\n"));
