@@ -43,7 +43,8 @@ pub struct Entry {
     pub duration_ms: f64,
     pub upstream_server: Option<String>,
     pub upstream_time_ms: Option<f64>,
-    pub cache_status: Option<String>,
+    /// hit, stale, miss, expired or bypass on a route that caches; null elsewhere.
+    pub cache_status: Option<&'static str>,
     pub request_id: String,
 }
 

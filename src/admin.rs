@@ -348,7 +348,8 @@ pub fn effective_config(config: &Config) -> Value {
         "server": {"threads": config.server.threads, "grace_period": seconds(config.server.grace_period),
                    "max_request_header_size": config.server.max_request_header_size,
                    "max_request_body_size": config.server.max_request_body_size,
-                   "upgrade_socket": config.server.upgrade_socket.display().to_string()},
+                   "upgrade_socket": config.server.upgrade_socket.display().to_string(),
+                   "server_header": config.server.server_header.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")},
         "listener": config.listeners.iter().map(|l| {
             let mut protocols = Vec::new();
             if l.http1 { protocols.push("http1"); }

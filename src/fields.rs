@@ -7,6 +7,10 @@ use http::header::{
 
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The request id Parapet passes upstream and back, and puts on its own answers; with its
+/// HTTP/1 spelling.
+pub const X_REQUEST_ID: (HeaderName, &str) =
+    (HeaderName::from_static("x-request-id"), "X-Request-Id");
 
 /// Fields that describe one connection, not the message (RFC 9110 §7.6.1): HTTP/2 and HTTP/3
 /// messages carrying them are malformed (RFC 9114 §4.2). `TE` is connection-specific too, but

@@ -11,9 +11,10 @@
 //! the status a failure gets, are decided in `refusal`; `fields` reads the HTTP fields every
 //! layer shares.
 //!
-//! Around it: `server` boots the process (services, signals, drain), `config` reads and
-//! validates the TOML that drives it all, `control` reloads it, and `admin`, `metrics` (the
-//! registry; each module keeps its own handles) and `access_log` show operators what happened.
+//! Around it: `server` boots the process (services, signal handling, the drain; `signals`
+//! holds signals from the first instant), `config` reads and validates the TOML that drives it
+//! all, `control` reloads it, and `admin`, `metrics` (the registry; each module keeps its own
+//! handles) and `access_log` show operators what happened.
 //! `demo` runs built-in origins for `parapet demo`.
 
 pub mod access_log;
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod route;
 pub mod server;
+pub mod signals;
 pub mod tls;
 pub mod upstream;
 pub mod validate_request;

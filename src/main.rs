@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// mimalloc: per-thread free lists make the many small per-request allocations (headers,
-/// futures, buffers) about 4x cheaper than glibc's malloc (benches/README.md, allocator A/B).
+/// futures, buffers) about 4x cheaper than glibc's malloc. Its v2 line: v3 kept freed memory
+/// committed (benches/README.md, per-change table).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -158,6 +159,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, upgrade } => {
+            parapet::signals::catch_early();
             init_logging();
             match load(&config) {
                 Ok(config) => {
@@ -169,6 +171,7 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => parapet::load::run(*args),
         Command::Demo { config } => {
+            parapet::signals::catch_early();
             init_logging();
             ensure_dev_certificates();
             let config = match demo_config(config) {

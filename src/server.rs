@@ -1,9 +1,14 @@
 //! The process: builds the Pingora server with one shared proxy, the listeners' services, the
-//! admin listener, health checks and signal handling, and ends the drain on SIGTERM early.
+//! admin listener, health checks and signal handling, and ends the drain early.
 //!
-//! Lifecycle: SIGTERM → Pingora stops accepting and closes idle keep-alive connections →
-//! Pingora sleeps `grace_period` → runtimes stop → exit 0. The drain watcher ends that sleep
-//! early, as soon as no request is in flight, so a stop takes as long as the slowest request.
+//! The drain (SIGTERM; SIGQUIT once the sockets are handed over): Pingora stops accepting; a
+//! request in flight finishes, and its HTTP/1.1 response says `Connection: close`; an idle
+//! HTTP/1.1 keep-alive connection is served if a request arrives within
+//! [`DRAIN_IDLE_GRACE`] (with `Connection: close`), else closed, so a client is never cut off
+//! while it writes its next request; HTTP/2 and HTTP/3 connections get GOAWAY with the last
+//! stream id and close once their streams are done. Pingora then sleeps `grace_period`; the
+//! drain watcher ends that sleep as soon as no request, client connection or QUIC endpoint is
+//! left, so a stop takes as long as the slowest request, or the idle grace.
 
 use crate::access_log;
 use crate::admin::Admin;
@@ -16,13 +21,16 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
 const DRAIN_POLL_INTERVAL_MS: u64 = 20;
+/// During a drain, how long an idle HTTP/1.1 keep-alive connection is kept for a request its
+/// client may already be sending, before it is closed.
+pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// Runtimes get this long to stop once the drain is over.
 const RUNTIME_SHUTDOWN_TIMEOUT_SECS: u64 = 1;
 /// Longest wait for the access log to reach its file before exiting.
@@ -49,10 +57,14 @@ pub fn run(config: Config, upgrade: bool) -> ! {
     let upstreams = runtime.load().upstreams.values().cloned().collect();
     let health = Arc::new(HealthSupervisor::new(upstreams));
     let server_conf = Arc::clone(&server.configuration);
-    let proxy = Arc::new(pingora::proxy::http_proxy(
-        &server_conf,
-        Parapet::new(Arc::clone(&runtime)),
-    ));
+    let mut proxy = pingora::proxy::http_proxy(&server_conf, Parapet::new(Arc::clone(&runtime)));
+    // CONNECT reaches the proxy's phases, which refuse it in Parapet's own words (and log it)
+    // instead of Pingora's bare 405.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    options.shutdown_idle_grace = Some(DRAIN_IDLE_GRACE);
+    proxy.server_options = Some(options);
+    let proxy = Arc::new(proxy);
     crate::tls::install_crypto_provider();
     crate::cache::init(&config.cache);
     let resolvers = build_resolvers(&config);
@@ -81,7 +93,10 @@ pub fn run(config: Config, upgrade: bool) -> ! {
     server.add_service(background_service("health checks", ArcHealth(health)));
     server.add_service(background_service("signals", Signals { control }));
     spawn_drain_watcher(&server);
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::signals::ShutdownSignals),
+    });
+    std::process::exit(0)
 }
 
 /// Registers every metric family at start, so `/metrics` shows them all before any traffic.
@@ -149,12 +164,15 @@ impl BackgroundService for Signals {
             );
             return;
         };
+        if crate::signals::arrived_early(signal_hook::consts::SIGHUP) {
+            self.reload();
+        }
+        if crate::signals::arrived_early(signal_hook::consts::SIGUSR1) {
+            access_log::reopen();
+        }
         loop {
             tokio::select! {
-                _ = hangup.recv() => {
-                    tracing::info!("SIGHUP received: reloading the config");
-                    let _ = self.control.reload();
-                }
+                _ = hangup.recv() => self.reload(),
                 _ = user1.recv() => access_log::reopen(),
                 _ = shutdown.changed() => return,
             }
@@ -162,17 +180,27 @@ impl BackgroundService for Signals {
     }
 }
 
-/// Ends the grace period as soon as no request is in flight, after flushing the access log.
+impl Signals {
+    fn reload(&self) {
+        tracing::info!("SIGHUP received: reloading the config");
+        let _ = self.control.reload();
+    }
+}
+
+/// Ends the grace period as soon as nothing is left to drain, after flushing the access log.
 fn spawn_drain_watcher(server: &Server) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || {
         while let Ok(phase) = phases.blocking_recv() {
             match phase {
                 ExecutionPhase::ShutdownGracePeriod => {
-                    while active_requests() > 0 || crate::listen::open_quic_endpoints() > 0 {
+                    while active_requests() > 0
+                        || crate::listen::open_client_connections() > 0
+                        || crate::listen::open_quic_endpoints() > 0
+                    {
                         std::thread::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS));
                     }
-                    tracing::info!("all in-flight requests finished; exiting");
+                    tracing::info!("drained: no request or client connection left; exiting");
                     access_log::flush(Duration::from_millis(LOG_FLUSH_TIMEOUT_MS));
                     std::process::exit(0);
                 }

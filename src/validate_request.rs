@@ -17,35 +17,55 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
 
 /// Why a request is refused before it reaches a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
     /// The request-target is longer than `max_request_line_size` (414).
-    #[error("request target longer than max_request_line_size")]
     TargetTooLong,
-    #[error("empty request target")]
     EmptyTarget,
-    #[error("space or control byte in the request target")]
     TargetByte,
     /// Not origin-form, an http(s) absolute-form, `*` for OPTIONS or authority-form for CONNECT.
-    #[error("request target in a form this method cannot use")]
     TargetForm,
-    #[error("no Host header")]
     MissingHost,
-    #[error("more than one Host header")]
     DuplicateHost,
-    #[error("Host is not a valid host[:port]")]
     InvalidHost,
-    #[error("connection-specific field in an HTTP/2 or HTTP/3 request")]
     ConnectionSpecificField,
-    #[error("TE other than \"trailers\" in an HTTP/2 or HTTP/3 request")]
     TeOtherThanTrailers,
-    #[error("field value with leading or trailing whitespace")]
     FieldValueWhitespace,
-    #[error("invalid Content-Length")]
     InvalidContentLength,
-    #[error("conflicting Content-Length values")]
     ConflictingContentLength,
 }
+
+impl Violation {
+    /// What is wrong, in the words of the refusal's body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Violation::TargetTooLong => "the request target is longer than this server accepts",
+            Violation::EmptyTarget => "the request target is empty",
+            Violation::TargetByte => "the request target holds a space or a control byte",
+            Violation::TargetForm => "the request target is in a form this method cannot use",
+            Violation::MissingHost => "the request has no Host header",
+            Violation::DuplicateHost => "the request has more than one Host header",
+            Violation::InvalidHost => "the Host header is not a valid host[:port]",
+            Violation::ConnectionSpecificField => {
+                "an HTTP/2 or HTTP/3 request carries a connection-specific field"
+            }
+            Violation::TeOtherThanTrailers => {
+                "an HTTP/2 or HTTP/3 request carries TE other than \"trailers\""
+            }
+            Violation::FieldValueWhitespace => "a field value starts or ends with whitespace",
+            Violation::InvalidContentLength => "Content-Length is not a number",
+            Violation::ConflictingContentLength => "Content-Length values disagree",
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Violation {}
 
 /// Checks a request as it arrived at the proxy: its target against `max_target_bytes`, its
 /// authority, and for HTTP/2 its fields (HTTP/3 fields are checked by the QUIC door with

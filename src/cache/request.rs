@@ -180,17 +180,24 @@ impl RequestCache {
         policy::may_serve_stale(&self.directives, stale_cause(error))
     }
 
-    /// Adds `Cache-Status` and counts the outcome.
-    pub fn annotate(&self, cache: &HttpCache, response: &mut ResponseHeader) -> Result<()> {
+    /// How the cache handled this request; `None` on a route that does not cache.
+    pub fn outcome(&self, cache: &HttpCache) -> Option<Outcome> {
         if !self.active() {
-            return Ok(());
+            return None;
         }
-        let phase = cache.phase();
-        let outcome = if self.method_cacheable {
-            Outcome::of(&phase)
+        Some(if self.method_cacheable {
+            Outcome::of(&cache.phase())
         } else {
             Outcome::Bypass
+        })
+    }
+
+    /// Adds `Cache-Status` and counts the outcome.
+    pub fn annotate(&self, cache: &HttpCache, response: &mut ResponseHeader) -> Result<()> {
+        let Some(outcome) = self.outcome(cache) else {
+            return Ok(());
         };
+        let phase = cache.phase();
         CACHE_METRICS.responses[outcome as usize].inc();
         if cache.lock_duration().is_some() && outcome == Outcome::Hit {
             CACHE_METRICS.coalesced.inc();

@@ -46,6 +46,7 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
     pub upgrade_socket: Option<String>,
+    pub server_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -180,6 +180,8 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
+    /// `Server` on every response when set; none by default.
+    pub server_header: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +244,7 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Further tries on another server when connecting fails (default 2).
     pub retries: usize,
+    /// Every server down: forget passive failures and try them anyway (default true).
     pub try_when_all_down: bool,
     pub servers: Vec<ServerConfig>,
     pub health_check: Option<HealthCheckConfig>,

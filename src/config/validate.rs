@@ -324,6 +324,26 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
                 .as_deref()
                 .unwrap_or(DEFAULT_UPGRADE_SOCKET),
         ),
+        server_header: build_server_header(checker, raw, path),
+    }
+}
+
+/// `[server] server_header`: empty or absent sends none.
+fn build_server_header(
+    checker: &mut Checker,
+    raw: &RawServer,
+    path: &KeyPath,
+) -> Option<http::HeaderValue> {
+    let text = raw.server_header.as_deref().filter(|t| !t.is_empty())?;
+    match http::HeaderValue::from_str(text) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            checker.problem(
+                &path.key("server_header"),
+                "must be printable ASCII (a valid header value)",
+            );
+            None
+        }
     }
 }
 
@@ -661,7 +681,7 @@ fn build_upstream(
             Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
         ),
         retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
-        try_when_all_down: raw.try_when_all_down.unwrap_or(false),
+        try_when_all_down: raw.try_when_all_down.unwrap_or(true),
         servers,
         health_check: raw
             .health_check

@@ -59,6 +59,15 @@ pub fn register_metrics() {
     LazyLock::force(&CONNECTION_METRICS);
 }
 
+/// HTTP/1.1 and HTTP/2 client connections open now (TLS or not); the drain waits for them.
+pub fn open_client_connections() -> usize {
+    let open = &CONNECTION_METRICS.open;
+    [Protocol::Http1, Protocol::H2]
+        .iter()
+        .map(|&p| usize::try_from(open[p as usize].get()).unwrap_or(0))
+        .sum()
+}
+
 /// QUIC endpoints still open (serving or draining); the drain waits for them.
 pub fn open_quic_endpoints() -> usize {
     quic::open_endpoints()

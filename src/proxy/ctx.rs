@@ -63,7 +63,6 @@ pub struct Ctx {
     pub expectation: Expectation,
     pub attempts: Attempts,
     pub request_body_bytes: u64,
-    pub response_body_bytes: u64,
     pub cache: RequestCache,
     pub compression: RequestCompression,
 }
@@ -82,7 +81,6 @@ impl Ctx {
             expectation: Expectation::Nothing,
             attempts: Attempts::default(),
             request_body_bytes: 0,
-            response_body_bytes: 0,
             cache: RequestCache::default(),
             compression: RequestCompression::default(),
         }
@@ -102,12 +100,15 @@ impl Ctx {
         if Protocol::of(req.version) != Protocol::H3 {
             self.alt_svc = door.and_then(|d| d.alt_svc.clone());
         }
+        self.request_id = request_id::for_request(&req.headers);
+        if req.method == http::Method::CONNECT {
+            return Err(Refusal::ConnectNotSupported);
+        }
         limits::check_head(req, &self.runtime.settings)?;
         self.expectation = Expectation::of(req);
         if self.expectation == Expectation::Unsupported {
             return Err(Refusal::ExpectationFailed);
         }
-        self.request_id = request_id::for_request(&req.headers);
         let host = self.host.as_deref().map(normalize_host);
         // An asterisk-form OPTIONS asks about the server as a whole: route it as its root.
         let path = match req.uri.path() {
@@ -128,6 +129,13 @@ impl Ctx {
         Ok(())
     }
 
+    /// Gives the request its id if `admit` did not run (a failure before it).
+    pub fn ensure_request_id(&mut self, req: &pingora::http::RequestHeader) {
+        if self.request_id.is_empty() {
+            self.request_id = request_id::for_request(&req.headers);
+        }
+    }
+
     /// Counts a piece of the request body; refuses a body past `max_request_body_size`.
     pub fn received_body(&mut self, bytes: u64, protocol: Protocol) -> Result<(), Refusal> {
         self.request_body_bytes += bytes;
@@ -136,8 +144,7 @@ impl Ctx {
     }
 
     /// Counts a piece of the response body.
-    pub fn sent_body(&mut self, bytes: u64, protocol: Protocol) {
-        self.response_body_bytes += bytes;
+    pub fn sent_body(&self, bytes: u64, protocol: Protocol) {
         super::metrics::count_body_out(protocol, bytes);
     }
 }
@@ -153,14 +160,21 @@ pub fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// What a failed try tells the retry decision.
-pub fn proxy_failure(session: &Session, e: &Error, reused_connection: bool) -> ProxyFailure {
+/// What a failed try tells the retry decision. `before_response`: the server had sent no
+/// response header on this try.
+pub fn proxy_failure(
+    session: &Session,
+    e: &Error,
+    reused_connection: bool,
+    before_response: bool,
+) -> ProxyFailure {
     ProxyFailure {
         upstream_fault: e.esource() == &ErrorSource::Upstream,
         reused_connection,
         timeout: crate::refusal::is_timeout(e),
-        repeatable: session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
+        before_response,
+        idempotent: session.req_header().method.is_idempotent(),
+        replayable: !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none(),
     }
 }

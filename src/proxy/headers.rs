@@ -101,7 +101,7 @@ const X_FORWARDED_PROTO: OurHeader = (
 );
 const FORWARDED: OurHeader = (HeaderName::from_static("forwarded"), "Forwarded");
 const VIA_HEADER: OurHeader = (VIA, "Via");
-pub const X_REQUEST_ID: OurHeader = (HeaderName::from_static("x-request-id"), "X-Request-Id");
+pub const X_REQUEST_ID: OurHeader = crate::fields::X_REQUEST_ID;
 
 /// Appends to the forwarding headers, nginx's `$proxy_add_x_forwarded_for` style: earlier
 /// hops' values are kept and ours is added at the end. Static values where nothing came

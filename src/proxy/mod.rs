@@ -29,6 +29,7 @@ use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,12 @@ impl ProxyHttp for Parapet {
         Ctx::new(self.runtime())
     }
 
+    /// Runs when a request head could not be read (malformed, too large, stalled), before any
+    /// other phase and without a `Ctx`: the refusal and its log line; the connection closes.
+    async fn request_header_error(&self, session: &mut ServerSession, e: &Error) {
+        record::unreadable_request(session, e, &self.runtime()).await;
+    }
+
     /// Runs next: limits, route and the request's plans. `Ok(true)`: answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match ctx.admit(session) {
@@ -71,7 +78,7 @@ impl ProxyHttp for Parapet {
                 Ok(false)
             }
             Err(refusal) => {
-                refusal::respond(session, refusal).await?;
+                refuse(session, ctx, refusal).await?;
                 Ok(true)
             }
         }
@@ -106,7 +113,7 @@ impl ProxyHttp for Parapet {
         if !ctx.cache.only_if_cached() {
             return Ok(true);
         }
-        refusal::respond(session, Refusal::OnlyIfCachedMiss).await?;
+        refuse(session, ctx, Refusal::OnlyIfCachedMiss).await?;
         Ok(false)
     }
 
@@ -241,6 +248,13 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::add_request_id(upstream_response, &ctx.request_id)?;
+        if let Some(server) = &ctx.runtime.settings.server_header {
+            upstream_response.insert_header(http::header::SERVER, server.clone())?;
+        }
+        if session.is_process_shutting_down() {
+            // Draining: an HTTP/1.1 client learns now not to send another request here.
+            session.set_keepalive(None);
+        }
         ctx.cache.annotate(&session.cache, upstream_response)?;
         // Before the client can see the answer, so its next GET cannot race the invalidation.
         let status = upstream_response.status.as_u16();
@@ -272,7 +286,8 @@ impl ProxyHttp for Parapet {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        let failure = proxy_failure(session, &e, client_reused);
+        let before_response = ctx.attempts.awaiting_response();
+        let failure = proxy_failure(session, &e, client_reused, before_response);
         let upstream = ctx.target.as_ref().map(|t| &*t.upstream);
         e.set_retry(ctx.attempts.proxy_failed(upstream, &failure));
         e
@@ -289,17 +304,27 @@ impl ProxyHttp for Parapet {
         ctx.cache.serve_stale(error)
     }
 
-    /// Runs when the request failed for good: the refusal the client gets, if still there.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let refusal = Refusal::of_error(e);
-        if let Some(refusal) = refusal {
-            if let Err(write_error) = refusal::respond(session, refusal).await {
-                tracing::debug!(error = %write_error, "could not send the error response");
-            }
-        }
+    /// Runs when the request failed for good: the refusal the client gets, if still there. The
+    /// client connection stays open when the answer went out whole, unless the refusal, an
+    /// unread request body or the drain closes it.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let Some(refusal) = Refusal::of_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let answered = session.response_written().is_none()
+            && match refuse(session, ctx, refusal).await {
+                Ok(()) => true,
+                Err(write_error) => {
+                    tracing::debug!(error = %write_error, "could not send the error response");
+                    false
+                }
+            };
         FailToProxy {
-            error_code: refusal.map_or(0, Refusal::status),
-            can_reuse_downstream: false,
+            error_code: refusal.status(),
+            can_reuse_downstream: answered,
         }
     }
 
@@ -308,4 +333,24 @@ impl ProxyHttp for Parapet {
         ctx.cache.finish(&session.cache);
         record::finish(session, e, ctx);
     }
+}
+
+/// Answers the request with `refusal` in Parapet's own words. The connection closes after it
+/// when the refusal says so, when the request body was not read whole, or while draining.
+async fn refuse(session: &mut Session, ctx: &mut Ctx, refusal: Refusal) -> Result<()> {
+    ctx.ensure_request_id(session.req_header());
+    let req = session.req_header();
+    let accept = req.headers.get(http::header::ACCEPT).cloned();
+    let head = req.method == http::Method::HEAD;
+    let close = session.is_process_shutting_down() || !session.as_mut().is_body_done();
+    let answer = refusal::Answer {
+        request_id: &ctx.request_id,
+        accept: accept.as_ref(),
+        head,
+        server_header: ctx.runtime.settings.server_header.as_ref(),
+        close,
+    };
+    let sent = refusal::respond(session.as_mut(), refusal, &answer).await?;
+    ctx.sent_body(sent as u64, protocol_of(session));
+    Ok(())
 }

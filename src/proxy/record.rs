@@ -1,15 +1,17 @@
 //! What is recorded when a request ends: the status it got, the route's metrics and the access
-//! log line.
+//! log line; also the answer and record of a request whose head could not even be read.
 
 use super::ctx::{protocol_of, Ctx};
-use super::runtime::UNROUTED_METRICS;
+use super::runtime::{Runtime, UNROUTED_METRICS};
 use crate::access_log;
+use crate::cache::status::Outcome;
 use crate::metrics::Protocol;
-use crate::refusal::Refusal;
+use crate::refusal::{self, Refusal};
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What nginx logs for a client that left before any answer.
 const CLIENT_CLOSED: u16 = 499;
@@ -26,9 +28,26 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
         .map_or(&*UNROUTED_METRICS, |t| &t.metrics);
     route_metrics.record(status, protocol, elapsed.as_secs_f64());
     if access_log::enabled() {
-        access_log::log(&access_entry(
-            session, ctx, status, protocol, elapsed, server,
-        ));
+        let req = session.req_header();
+        access_log::log(&access_log::Entry {
+            time: now_rfc3339(),
+            client: client_of(session.as_ref()),
+            method: req.method.to_string(),
+            host: ctx.host.clone().unwrap_or_default(),
+            path: req
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            protocol: protocol.as_str(),
+            status,
+            bytes: session.body_bytes_sent() as u64,
+            duration_ms: millis(elapsed),
+            upstream_server: server.map(|a: SocketAddr| a.to_string()),
+            upstream_time_ms: ctx.attempts.upstream_time().map(millis),
+            cache_status: ctx.cache.outcome(&session.cache).map(Outcome::as_str),
+            request_id: ctx.request_id.clone(),
+        });
     }
 }
 
@@ -43,38 +62,71 @@ fn response_status(session: &Session, e: Option<&Error>) -> u16 {
     }
 }
 
-fn access_entry(
-    session: &Session,
-    ctx: &Ctx,
-    status: u16,
-    protocol: Protocol,
-    elapsed: Duration,
-    server: Option<SocketAddr>,
-) -> access_log::Entry {
-    let req = session.req_header();
-    access_log::Entry {
-        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        client: session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        method: req.method.to_string(),
-        host: ctx.host.clone().unwrap_or_default(),
-        path: req
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
-        protocol: protocol.as_str(),
-        status,
-        bytes: ctx.response_body_bytes,
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        upstream_server: server.map(|a| a.to_string()),
-        upstream_time_ms: ctx
-            .attempts
-            .upstream_time()
-            .map(|d| d.as_secs_f64() * 1000.0),
-        cache_status: None,
-        request_id: ctx.request_id.clone(),
+/// A request head that could not be read: answers it (400 malformed, 408 stalled, ...) when
+/// the client is still there, counts it as unrouted and logs it; the connection then closes.
+pub async fn unreadable_request(session: &mut ServerSession, e: &Error, runtime: &Runtime) {
+    let Some(refusal) = Refusal::of_error(e) else {
+        return;
+    };
+    let started = Instant::now();
+    let request_id = super::request_id::generate();
+    let answer = refusal::Answer {
+        request_id: &request_id,
+        accept: None,
+        head: false,
+        server_header: runtime.settings.server_header.as_ref(),
+        close: true,
+    };
+    let bytes = match refusal::respond(session, refusal, &answer).await {
+        Ok(bytes) => bytes,
+        Err(write_error) => {
+            tracing::debug!(error = %write_error, "could not send the error response");
+            0
+        }
+    };
+    let protocol = protocol_of_session(session);
+    let status = refusal.status();
+    UNROUTED_METRICS.record(status, protocol, started.elapsed().as_secs_f64());
+    super::metrics::count_body_out(protocol, bytes as u64);
+    tracing::debug!(status, error = %e, "request head refused");
+    if access_log::enabled() {
+        access_log::log(&access_log::Entry {
+            time: now_rfc3339(),
+            client: client_of(session),
+            method: String::new(),
+            host: String::new(),
+            path: String::new(),
+            protocol: protocol.as_str(),
+            status,
+            bytes: bytes as u64,
+            duration_ms: millis(started.elapsed()),
+            upstream_server: None,
+            upstream_time_ms: None,
+            cache_status: None,
+            request_id,
+        });
     }
+}
+
+fn protocol_of_session(session: &ServerSession) -> Protocol {
+    match session {
+        ServerSession::H2(_) => Protocol::H2,
+        ServerSession::Custom(_) => Protocol::H3,
+        _ => Protocol::Http1,
+    }
+}
+
+fn client_of(session: &ServerSession) -> String {
+    session
+        .client_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }

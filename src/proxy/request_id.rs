@@ -20,7 +20,7 @@ fn is_acceptable(id: &str) -> bool {
 }
 
 /// 128 random bits as 32 hex digits.
-fn generate() -> String {
+pub fn generate() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = rand::random::<u128>();
     let mut digits = [0u8; 32];

@@ -15,9 +15,13 @@ pub struct Attempts {
     current: Option<Selection>,
     /// When the current try picked its server.
     started: Option<Instant>,
+    /// The current try's server sent its response header.
+    answered: bool,
     /// From picking the server to its response header, for the last try answered.
     upstream_time: Option<Duration>,
     stale_connection_retries: usize,
+    /// The next try must not take a pooled connection (the last one was stale).
+    new_connection: bool,
 }
 
 impl Attempts {
@@ -31,7 +35,9 @@ impl Attempts {
         }
         self.tried.push(selection.index);
         self.started = Some(Instant::now());
-        let peer = upstream.peer(selection.index, selection.address);
+        self.answered = false;
+        let mut peer = upstream.peer(selection.index, selection.address);
+        peer.options.new_connection = std::mem::take(&mut self.new_connection);
         self.current = Some(selection);
         Ok(peer)
     }
@@ -51,6 +57,7 @@ impl Attempts {
     /// The current try's server answered: its failures are forgiven and its time recorded.
     pub fn answered(&mut self) {
         let Some(current) = &self.current else { return };
+        self.answered = true;
         let server = current.guard.server();
         server.record_success();
         if let Some(started) = self.started {
@@ -60,8 +67,16 @@ impl Attempts {
         }
     }
 
+    /// True until the current try's server sends its response header.
+    pub fn awaiting_response(&self) -> bool {
+        !self.answered
+    }
+
     /// Connecting failed: counts it against the server; true when another try may follow.
     pub fn connect_failed(&self, upstream: &Upstream) -> bool {
+        if let Some(current) = &self.current {
+            current.guard.server().metrics.connect_failures.inc();
+        }
         self.blame_current(upstream);
         retry::after_connect_failure(self.tried.len(), upstream.config.retries)
     }
@@ -78,19 +93,25 @@ impl Attempts {
             self.blame_current(upstream);
         }
         if decision.stale_connection {
-            // A fresh connection to the same server, not a try of another one.
+            // A new connection, not a try of another server.
             self.stale_connection_retries += 1;
+            self.new_connection = true;
             self.tried.pop();
+            if let Some(current) = &self.current {
+                current
+                    .guard
+                    .server()
+                    .metrics
+                    .stale_connection_retries
+                    .inc();
+            }
         }
         decision.retry
     }
 
     fn blame_current(&self, upstream: &Upstream) {
         if let Some(current) = &self.current {
-            current
-                .guard
-                .server()
-                .record_failure(&upstream.config.servers[current.index]);
+            upstream.record_failure(current.index);
         }
     }
 

@@ -14,11 +14,13 @@ struct UpstreamMetrics {
     connects: IntCounterVec,
     connect_failures: IntCounterVec,
     reuses: IntCounterVec,
+    stale_connection_retries: IntCounterVec,
     retries: IntCounterVec,
     pool_size: IntGauge,
 }
 
-static UPSTREAM_METRICS: LazyLock<UpstreamMetrics> = LazyLock::new(|| UpstreamMetrics {
+static UPSTREAM_METRICS: LazyLock<UpstreamMetrics> = LazyLock::new(|| {
+    UpstreamMetrics {
     response: histogram_vec(
         "upstream_response_seconds",
         "Time from choosing a server to its response header.",
@@ -42,12 +44,17 @@ static UPSTREAM_METRICS: LazyLock<UpstreamMetrics> = LazyLock::new(|| UpstreamMe
     ),
     connect_failures: counter_vec(
         "upstream_connect_failures_total",
-        "Failed attempts to connect to each server.",
+        "Failed attempts to connect to each server (refused, unreachable, connect_timeout).",
         &["upstream", "server"],
     ),
     reuses: counter_vec(
         "upstream_keepalive_reuses_total",
         "Requests sent over a pooled keep-alive connection.",
+        &["upstream", "server"],
+    ),
+    stale_connection_retries: counter_vec(
+        "upstream_stale_connection_retries_total",
+        "Requests sent again on a new connection because a pooled one turned out closed by the server (not counted as failures or retries).",
         &["upstream", "server"],
     ),
     retries: counter_vec(
@@ -59,6 +66,7 @@ static UPSTREAM_METRICS: LazyLock<UpstreamMetrics> = LazyLock::new(|| UpstreamMe
         "upstream_keepalive_pool_size",
         "Idle upstream connections the pool may hold.",
     ),
+}
 });
 
 /// Registers the upstream metrics (at start).
@@ -106,6 +114,7 @@ pub struct ServerMetrics {
     pub connects: IntCounter,
     pub connect_failures: IntCounter,
     pub reuses: IntCounter,
+    pub stale_connection_retries: IntCounter,
 }
 
 impl ServerMetrics {
@@ -117,6 +126,7 @@ impl ServerMetrics {
             connects: metrics.connects.with_label_values(&labels),
             connect_failures: metrics.connect_failures.with_label_values(&labels),
             reuses: metrics.reuses.with_label_values(&labels),
+            stale_connection_retries: metrics.stale_connection_retries.with_label_values(&labels),
         }
     }
 
@@ -128,6 +138,9 @@ impl ServerMetrics {
         let _ = metrics.connects.remove_label_values(&labels);
         let _ = metrics.connect_failures.remove_label_values(&labels);
         let _ = metrics.reuses.remove_label_values(&labels);
+        let _ = metrics
+            .stale_connection_retries
+            .remove_label_values(&labels);
         let _ = metrics.in_flight.remove_label_values(&labels);
         let _ = metrics.healthy.remove_label_values(&labels);
     }

@@ -29,6 +29,7 @@ pub enum StateChange {
     ActiveCheckFailed,
     ActiveCheckPassed,
     PassiveFailures,
+    AnsweredAgain,
 }
 
 impl StateChange {
@@ -37,6 +38,7 @@ impl StateChange {
             StateChange::ActiveCheckFailed => "active health check failed",
             StateChange::ActiveCheckPassed => "active health check passed",
             StateChange::PassiveFailures => "max_fails reached within fail_timeout",
+            StateChange::AnsweredAgain => "answered again after being marked down",
         }
     }
 }
@@ -46,7 +48,8 @@ struct PassiveHealth {
     failures: u32,
     window_start: Option<Instant>,
     down_until: Option<Instant>,
-    last_failure: Option<Instant>,
+    /// Marked down passively and not yet seen answering: the next answer logs it up.
+    announced_down: bool,
 }
 
 /// Live state of one server.
@@ -104,17 +107,13 @@ impl ServerState {
             .is_some_and(|until| now < until)
     }
 
-    fn last_failure(&self) -> Option<Instant> {
-        self.passive.lock().last_failure
-    }
-
     /// Counts a failure (connect error, timeout, broken connection) nginx-style: `max_fails`
-    /// within `fail_timeout` take the server out for `fail_timeout`.
-    pub fn record_failure(&self, config: &ServerConfig) {
+    /// within `fail_timeout` take the server out for `fail_timeout`, unless `may_mark_down` is
+    /// false (the only server of its group, which nginx never marks down either).
+    pub fn record_failure(&self, config: &ServerConfig, may_mark_down: bool) {
         let now = Instant::now();
         let marked_down = {
             let mut passive = self.passive.lock();
-            passive.last_failure = Some(now);
             if config.max_fails == 0 {
                 return;
             }
@@ -127,11 +126,12 @@ impl ServerState {
             }
             passive.failures += 1;
             let already_down = passive.down_until.is_some_and(|until| now < until);
-            if passive.failures >= config.max_fails && !already_down {
+            if may_mark_down && passive.failures >= config.max_fails && !already_down {
                 passive.down_until = Some(now + config.fail_timeout);
                 passive.failures = 0;
                 passive.window_start = None;
-                true
+                // Down again before it answered: it was announced down already.
+                !std::mem::replace(&mut passive.announced_down, true)
             } else {
                 false
             }
@@ -141,11 +141,28 @@ impl ServerState {
         }
     }
 
-    /// A successful exchange clears the failure count (as nginx does).
+    /// A successful exchange clears the failure count (as nginx does); a server that was marked
+    /// down passively is announced up again.
     pub fn record_success(&self) {
+        let came_back = {
+            let mut passive = self.passive.lock();
+            passive.failures = 0;
+            passive.window_start = None;
+            passive.down_until = None;
+            std::mem::take(&mut passive.announced_down)
+        };
+        if came_back {
+            log_change(self, true, StateChange::AnsweredAgain);
+        }
+    }
+
+    /// nginx's quick recovery: forgets the passive failures, so the server is tried again.
+    /// (It stays announced down until it answers.)
+    fn forgive_failures(&self) {
         let mut passive = self.passive.lock();
         passive.failures = 0;
         passive.window_start = None;
+        passive.down_until = None;
     }
 }
 
@@ -214,7 +231,7 @@ pub struct Selection {
 /// Why no server could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoServer {
-    /// Every server is down by health (and `try_when_all_down` is off).
+    /// Every server is down by health and `try_when_all_down` is off.
     AllDown,
     /// Every server has already been tried by this request.
     AllTried,
@@ -274,9 +291,40 @@ impl Upstream {
 
     /// Picks a server for this try. `tried` lists indexes earlier tries of the request used;
     /// `hash_key` is the request's key when the balance is `hash`.
+    ///
+    /// When every server is down (and `try_when_all_down` is on, the default), nginx's quick
+    /// recovery: the passive failures of all are forgotten and the servers are tried again
+    /// (those active checks hold up first, else all), so a group comes back with its first
+    /// server instead of after `fail_timeout`.
     pub fn select(&self, tried: &[usize], hash_key: &[u8]) -> Result<Selection, NoServer> {
         let now = Instant::now();
-        let healthy: Vec<bool> = self.servers.iter().map(|s| s.is_up(now)).collect();
+        let up: Vec<bool> = self.servers.iter().map(|s| s.is_up(now)).collect();
+        let chosen = match self.pick_among(&up, tried, hash_key) {
+            Some(index) => index,
+            None if up.iter().any(|&u| u) => return Err(NoServer::AllTried),
+            None if !self.config.try_when_all_down => return Err(NoServer::AllDown),
+            None => self.recover_quickly(tried, hash_key)?,
+        };
+        let state = Arc::clone(&self.servers[chosen]);
+        Ok(Selection {
+            index: chosen,
+            address: state.address,
+            guard: InFlightGuard::acquire(state),
+        })
+    }
+
+    /// Every server is down: forgets their passive failures and picks among the untried ones
+    /// active health holds up, else among all untried.
+    fn recover_quickly(&self, tried: &[usize], hash_key: &[u8]) -> Result<usize, NoServer> {
+        self.servers.iter().for_each(|s| s.forgive_failures());
+        let active_up: Vec<bool> = self.servers.iter().map(|s| s.is_active_up()).collect();
+        self.pick_among(&active_up, tried, hash_key)
+            .or_else(|| self.pick_among(&vec![true; self.servers.len()], tried, hash_key))
+            .ok_or(NoServer::AllTried)
+    }
+
+    /// Picks by the balance among the servers marked usable and not yet tried.
+    fn pick_among(&self, usable: &[bool], tried: &[usize], hash_key: &[u8]) -> Option<usize> {
         let candidates: Vec<Candidate> = self
             .servers
             .iter()
@@ -285,23 +333,10 @@ impl Upstream {
             .map(|(index, (state, config))| Candidate {
                 weight: config.weight,
                 in_flight: state.in_flight(),
-                eligible: healthy[index] && !tried.contains(&index),
+                eligible: usable[index] && !tried.contains(&index),
             })
             .collect();
-        let chosen = match self.pick(&candidates, hash_key) {
-            Some(index) => index,
-            None if healthy.iter().any(|&h| h) => return Err(NoServer::AllTried),
-            None if self.config.try_when_all_down => {
-                self.least_bad(tried).ok_or(NoServer::AllTried)?
-            }
-            None => return Err(NoServer::AllDown),
-        };
-        let state = Arc::clone(&self.servers[chosen]);
-        Ok(Selection {
-            index: chosen,
-            address: state.address,
-            guard: InFlightGuard::acquire(state),
-        })
+        self.pick(&candidates, hash_key)
     }
 
     fn pick(&self, candidates: &[Candidate], hash_key: &[u8]) -> Option<usize> {
@@ -320,11 +355,14 @@ impl Upstream {
         }
     }
 
-    /// With every server down: the untried server whose last failure is oldest.
-    fn least_bad(&self, tried: &[usize]) -> Option<usize> {
-        (0..self.servers.len())
-            .filter(|index| !tried.contains(index))
-            .min_by_key(|&index| self.servers[index].last_failure())
+    /// Counts a failure of server `index` against its passive health (never marking down the
+    /// only server of the group, as nginx).
+    pub fn record_failure(&self, index: usize) {
+        if let (Some(state), Some(config)) =
+            (self.servers.get(index), self.config.servers.get(index))
+        {
+            state.record_failure(config, self.servers.len() > 1);
+        }
     }
 
     /// The key `balance = "hash"` hashes, taken from the request; empty for other balances.
@@ -422,10 +460,9 @@ mod tests {
     #[test]
     fn passive_failures_take_a_server_out_after_max_fails() {
         let group = upstream(&[1, 1], false);
-        let config = group.config.servers[0].clone();
-        group.servers[0].record_failure(&config);
+        group.record_failure(0);
         assert_eq!(group.healthy_count(), 2);
-        group.servers[0].record_failure(&config);
+        group.record_failure(0);
         assert_eq!(group.healthy_count(), 1);
         for _ in 0..10 {
             assert_eq!(group.select(&[], b"").expect("server").index, 1);
@@ -433,21 +470,66 @@ mod tests {
     }
 
     #[test]
-    fn all_down_fails_unless_trying_the_least_bad_is_allowed() {
+    fn the_only_server_of_a_group_is_never_marked_down_passively() {
+        let group = upstream(&[1], false);
+        for _ in 0..10 {
+            group.record_failure(0);
+        }
+        assert_eq!(group.healthy_count(), 1);
+        assert_eq!(group.select(&[], b"").expect("server").index, 0);
+    }
+
+    #[test]
+    fn a_server_marked_down_is_up_again_once_it_answers() {
+        let group = upstream(&[1, 1], false);
+        group.record_failure(0);
+        group.record_failure(0);
+        assert_eq!(group.healthy_count(), 1);
+        group.servers[0].record_success();
+        assert_eq!(group.healthy_count(), 2);
+        assert_eq!(group.servers[0].recent_failures(), 0);
+    }
+
+    #[test]
+    fn with_every_server_down_passively_they_are_forgiven_and_tried_again() {
+        let group = upstream(&[1, 1], true);
+        for index in [0, 0, 1, 1] {
+            group.record_failure(index);
+        }
+        assert_eq!(group.healthy_count(), 0);
+        let first = group.select(&[], b"").expect("quick recovery");
+        assert_eq!(group.healthy_count(), 2, "failure counts are reset");
+        let second = group.select(&[first.index], b"").expect("the other server");
+        assert_ne!(first.index, second.index);
+        assert_eq!(group.select(&[0, 1], b"").unwrap_err(), NoServer::AllTried);
+    }
+
+    #[test]
+    fn with_every_server_down_a_strict_group_refuses_at_once() {
         let strict = upstream(&[1, 1], false);
         strict
             .servers
             .iter()
             .for_each(|s| s.set_active_up(false, StateChange::ActiveCheckFailed));
         assert_eq!(strict.select(&[], b"").unwrap_err(), NoServer::AllDown);
+    }
 
-        let lenient = upstream(&[1, 1], true);
-        lenient
-            .servers
-            .iter()
-            .for_each(|s| s.set_active_up(false, StateChange::ActiveCheckFailed));
-        let config = lenient.config.servers[0].clone();
-        lenient.servers[0].record_failure(&config);
-        assert_eq!(lenient.select(&[], b"").expect("least bad").index, 1);
+    #[test]
+    fn quick_recovery_prefers_servers_active_checks_hold_up() {
+        let group = upstream(&[1, 1], true);
+        group.servers[0].set_active_up(false, StateChange::ActiveCheckFailed);
+        group.record_failure(1);
+        group.record_failure(1);
+        assert_eq!(group.healthy_count(), 0);
+        for _ in 0..5 {
+            assert_eq!(group.select(&[], b"").expect("server").index, 1);
+        }
+        assert_eq!(
+            group.select(&[1], b"").unwrap_err(),
+            NoServer::AllTried,
+            "once a server is up, an actively down one is not tried"
+        );
+        group.servers[1].set_active_up(false, StateChange::ActiveCheckFailed);
+        assert_eq!(group.select(&[1], b"").expect("any server").index, 0);
     }
 }

@@ -1,7 +1,13 @@
 //! Whether a failed try is tried again, as pure functions of what happened (nginx's
-//! `proxy_next_upstream error timeout`, plus Pingora's stale pooled connections).
+//! `proxy_next_upstream error timeout`, plus pooled connections the server had closed).
+//!
+//! What counts against a server's passive health: connect failures, timeouts, and connections
+//! that break on a fresh connection or after the response began. What does not: a pooled
+//! keep-alive connection that fails before any response byte (the server closed it while it
+//! was idle, or as the request arrived); the request is sent again on a new connection.
 
-/// Retries allowed for pooled connections that turn out closed, on top of `retries`.
+/// Retries on a new connection after pooled connections turned out closed, on top of
+/// `retries`. (The retry itself never takes a pooled connection, so one is the usual need.)
 pub const MAX_STALE_CONNECTION_RETRIES: usize = 2;
 
 /// What went wrong with a try that had connected.
@@ -12,9 +18,20 @@ pub struct ProxyFailure {
     /// The try went over a pooled keep-alive connection.
     pub reused_connection: bool,
     pub timeout: bool,
-    /// Sending the request again is safe: an idempotent method, a body still held for a replay,
+    /// No response header had arrived from the server.
+    pub before_response: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2).
+    pub idempotent: bool,
+    /// Sending the request again is possible: no body, or all of it still held for a replay,
     /// and nothing sent to the client yet.
-    pub repeatable: bool,
+    pub replayable: bool,
+}
+
+impl ProxyFailure {
+    /// A pooled connection that failed before any response byte: the server had closed it.
+    pub fn is_stale_connection(&self) -> bool {
+        self.upstream_fault && self.reused_connection && self.before_response && !self.timeout
+    }
 }
 
 /// The request's tries so far.
@@ -34,8 +51,8 @@ pub struct RetryDecision {
     pub retry: bool,
     /// The failure counts against the server's passive health.
     pub server_at_fault: bool,
-    /// The retry replaces a pooled connection the server had already closed: it does not count
-    /// as a try of another server.
+    /// The retry replaces a pooled connection the server had already closed: it goes over a
+    /// new connection and does not count as a try of another server.
     pub stale_connection: bool,
 }
 
@@ -44,21 +61,30 @@ pub fn after_connect_failure(tries: usize, retries: usize) -> bool {
     tries <= retries
 }
 
-/// A try failed after connecting. A pooled connection the server had already closed is not the
-/// server's fault and is retried on a fresh connection; other upstream failures are retried on
-/// another server within `retries`, except timeouts (the server may still be working on it).
+/// A try failed after connecting. A stale pooled connection is nobody's fault and any
+/// replayable request (POST with a small body included) is sent again on a new connection;
+/// other upstream failures count against the server and are retried on another one within
+/// `retries` for idempotent requests, except timeouts (the server may still be working on it).
 pub fn after_proxy_failure(failure: &ProxyFailure, count: &TryCount) -> RetryDecision {
-    let stale_connection = failure.upstream_fault
-        && failure.reused_connection
-        && count.stale_connection_retries < MAX_STALE_CONNECTION_RETRIES;
+    let stale = failure.is_stale_connection();
+    if stale && failure.replayable && count.stale_connection_retries < MAX_STALE_CONNECTION_RETRIES
+    {
+        return RetryDecision {
+            retry: true,
+            server_at_fault: false,
+            stale_connection: true,
+        };
+    }
     let within_budget = count.retries.is_some_and(|retries| count.tries <= retries);
-    let retry = failure.repeatable
-        && failure.upstream_fault
-        && (stale_connection || (within_budget && !failure.timeout));
+    let retry = failure.upstream_fault
+        && failure.idempotent
+        && failure.replayable
+        && within_budget
+        && !failure.timeout;
     RetryDecision {
         retry,
-        server_at_fault: failure.upstream_fault && !stale_connection,
-        stale_connection: retry && stale_connection,
+        server_at_fault: failure.upstream_fault && !stale,
+        stale_connection: false,
     }
 }
 
@@ -70,7 +96,14 @@ mod tests {
         upstream_fault: true,
         reused_connection: false,
         timeout: false,
-        repeatable: true,
+        before_response: true,
+        idempotent: true,
+        replayable: true,
+    };
+
+    const STALE: ProxyFailure = ProxyFailure {
+        reused_connection: true,
+        ..BROKEN
     };
 
     fn count(tries: usize, retries: usize) -> TryCount {
@@ -89,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_upstream_is_retried_on_another_server_and_blamed() {
+    fn a_broken_fresh_connection_is_retried_on_another_server_and_blamed() {
         let decision = after_proxy_failure(&BROKEN, &count(1, 2));
         assert_eq!(
             decision,
@@ -103,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_and_unrepeatable_requests_are_not_retried() {
+    fn timeouts_and_non_idempotent_or_unreplayable_requests_are_not_retried_elsewhere() {
         let timeout = ProxyFailure {
             timeout: true,
             ..BROKEN
@@ -111,32 +144,60 @@ mod tests {
         let decision = after_proxy_failure(&timeout, &count(1, 2));
         assert!(!decision.retry && decision.server_at_fault);
         let post = ProxyFailure {
-            repeatable: false,
+            idempotent: false,
             ..BROKEN
         };
         assert!(!after_proxy_failure(&post, &count(1, 2)).retry);
+        let streamed = ProxyFailure {
+            replayable: false,
+            ..BROKEN
+        };
+        assert!(!after_proxy_failure(&streamed, &count(1, 2)).retry);
     }
 
     #[test]
-    fn a_stale_pooled_connection_is_retried_without_blame_a_few_times() {
-        let stale = ProxyFailure {
-            reused_connection: true,
-            timeout: true,
-            ..BROKEN
+    fn a_stale_pooled_connection_is_retried_without_blame_or_budget_even_for_post() {
+        let expected = RetryDecision {
+            retry: true,
+            server_at_fault: false,
+            stale_connection: true,
         };
-        let mut tries = count(3, 0);
-        let decision = after_proxy_failure(&stale, &tries);
-        assert_eq!(
-            decision,
-            RetryDecision {
-                retry: true,
-                server_at_fault: false,
-                stale_connection: true
-            }
-        );
-        tries.stale_connection_retries = MAX_STALE_CONNECTION_RETRIES;
-        let spent = after_proxy_failure(&stale, &tries);
-        assert!(!spent.retry && spent.server_at_fault);
+        assert_eq!(after_proxy_failure(&STALE, &count(3, 0)), expected);
+        let post = ProxyFailure {
+            idempotent: false,
+            ..STALE
+        };
+        assert_eq!(after_proxy_failure(&post, &count(1, 0)), expected);
+    }
+
+    #[test]
+    fn a_stale_connection_that_cannot_be_replayed_fails_without_blame() {
+        let streamed = ProxyFailure {
+            replayable: false,
+            ..STALE
+        };
+        let decision = after_proxy_failure(&streamed, &count(1, 2));
+        assert!(!decision.retry && !decision.server_at_fault);
+        let mut spent = count(1, 0);
+        spent.stale_connection_retries = MAX_STALE_CONNECTION_RETRIES;
+        let decision = after_proxy_failure(&STALE, &spent);
+        assert!(!decision.retry && !decision.server_at_fault);
+    }
+
+    #[test]
+    fn pooled_connections_that_time_out_or_break_mid_response_count_as_failures() {
+        let timeout = ProxyFailure {
+            timeout: true,
+            ..STALE
+        };
+        assert!(after_proxy_failure(&timeout, &count(1, 2)).server_at_fault);
+        let mid_response = ProxyFailure {
+            before_response: false,
+            replayable: false,
+            ..STALE
+        };
+        let decision = after_proxy_failure(&mid_response, &count(1, 2));
+        assert!(!decision.retry && decision.server_at_fault);
     }
 
     #[test]

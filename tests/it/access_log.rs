@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{
     client, eventually, get, h2c_client, raw_get, reserve_addr, single_upstream_config, Backend,
-    Proxy,
+    Origin, Proxy, RawConnection, Script,
 };
 
 /// Every field a line must carry.
@@ -277,4 +277,103 @@ async fn sigterm_exits_zero_with_every_request_in_the_log() {
     let mut expected: Vec<String> = (0..SENT).map(|i| format!("/app/{i}")).collect();
     expected.sort();
     assert_eq!(paths, expected, "the access log after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_logged_with_their_real_byte_count_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let backend = Backend::start("app").await;
+    let proxy = Proxy::start(&logged_config(reserve_addr(), backend.addr(), &log)).await;
+    let host = proxy.addr().to_string();
+
+    let missing = raw_get(proxy.addr(), "/missing", &[("Host", &host)]).await;
+    assert_eq!(missing.status, 404);
+    let mut garbage = RawConnection::open(proxy.addr()).await;
+    garbage.send(b"GARBAGE\r\n\r\n").await;
+    let malformed = garbage.response().await;
+    assert_eq!(malformed.status, 400);
+
+    let lines = wait_for_lines(&log, 2).await;
+    let logged_404 = line_for(&lines, "/missing");
+    assert_eq!(logged_404["status"], 404, "{logged_404}");
+    assert_eq!(logged_404["bytes"], missing.body.len(), "{logged_404}");
+    assert!(!missing.body.is_empty());
+    assert_eq!(
+        logged_404["request_id"].as_str(),
+        missing.header("x-request-id"),
+        "{logged_404}"
+    );
+    let logged_400 = lines
+        .iter()
+        .find(|l| l["status"] == 400)
+        .unwrap_or_else(|| panic!("no line for the 400 in {lines:#?}"));
+    assert_eq!(logged_400["bytes"], malformed.body.len(), "{logged_400}");
+    assert_eq!(
+        logged_400["request_id"].as_str(),
+        malformed.header("x-request-id"),
+        "{logged_400}"
+    );
+    assert!(
+        logged_400["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{logged_400}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_route_logs_its_cache_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let backend = Backend::builder("app")
+        .response_header("Cache-Control", "max-age=60")
+        .start()
+        .await;
+    let toml = logged_config(reserve_addr(), backend.addr(), &log)
+        .replace("upstream = \"app\"\n", "upstream = \"app\"\ncache = true\n");
+    assert!(toml.contains("cache = true"));
+    let proxy = Proxy::start(&toml).await;
+    let client = client();
+    for _ in 0..2 {
+        assert_eq!(
+            get(&client, &proxy.url("/app/stored")).await,
+            (200, "app".to_string())
+        );
+    }
+    assert_eq!(backend.requests(), 1, "the second request was not a hit");
+    let lines = wait_for_lines(&log, 2).await;
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|l| l["cache_status"].as_str().unwrap_or("null"))
+        .collect();
+    assert_eq!(statuses, ["miss", "hit"], "{lines:#?}");
+    assert_eq!(lines[1]["bytes"], 3, "{}", lines[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_is_logged_499_with_no_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let origin = Origin::start().await;
+    origin.script(
+        "/app/slow",
+        Script::fixed("too late").delay(Duration::from_secs(2)),
+    );
+    let proxy = Proxy::start(&logged_config(reserve_addr(), origin.addr(), &log)).await;
+    let mut leaving = RawConnection::open(proxy.addr()).await;
+    leaving
+        .send(b"GET /app/slow HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await;
+    assert!(origin.wait_requests("/app/slow", 1).await);
+    drop(leaving);
+
+    let lines = wait_for_lines(&log, 1).await;
+    let line = line_for(&lines, "/app/slow");
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["bytes"], 0, "{line}");
+    assert!(
+        line["request_id"].as_str().is_some_and(is_request_id),
+        "{line}"
+    );
 }

@@ -226,8 +226,11 @@ async fn expect_100_continue_gets_100_then_the_answer_and_a_refusal_at_once_issu
     too_big
         .send(b"POST /upload HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
         .await;
-    assert_eq!(too_big.next_head().await.status, 413);
-    assert!(too_big.is_closed_by_peer().await);
+    assert_eq!(too_big.response().await.status, 413);
+    assert!(
+        too_big.is_closed_by_peer().await,
+        "the body was never read: the connection must close after the 413"
+    );
 
     let mut unknown = RawConnection::open(proxy.addr()).await;
     unknown

@@ -885,46 +885,6 @@ async fn sigterm_closes_idle_h3_connections_cleanly() {
     );
 }
 
-/// A second `parapet run --upgrade`, killed on drop.
-struct Upgraded {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Upgraded {
-    fn spawn(config: &str) -> Upgraded {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("parapet.toml");
-        std::fs::write(&path, config).expect("write config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_parapet"))
-            .args(["run", "--upgrade", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("out.log")).expect("log"))
-            .stderr(std::fs::File::create(dir.path().join("err.log")).expect("log"))
-            .spawn()
-            .expect("spawn parapet --upgrade");
-        Upgraded { child, dir }
-    }
-
-    fn logs(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("err.log"), read("out.log"))
-    }
-}
-
-impl Drop for Upgraded {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- upgraded parapet logs -----\n{}", self.logs());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_upgrade_hands_the_udp_socket_to_the_new_process() {
     let backend = Backend::start("app").await;
@@ -947,7 +907,7 @@ async fn graceful_upgrade_hands_the_udp_socket_to_the_new_process() {
         200
     );
 
-    let new = Upgraded::spawn(&config);
+    let new = Proxy::spawn_upgrade(&config);
     // The new process waits on the upgrade socket; the old one sends its sockets on SIGQUIT.
     let deadline = Instant::now() + READY_TIMEOUT;
     while !socket.exists() {

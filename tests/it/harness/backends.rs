@@ -1,7 +1,7 @@
 //! Recording backends for balancing, health and fault tests: a keep-alive server that names
 //! itself in every answer, a port that refuses connections, and one that closes them at once.
 
-use super::origin::{Origin, Script};
+use super::origin::{ConnectionHabits, Origin, Script};
 use super::ports::{fresh_listener, reserve_addr};
 use super::wire::{Header, Received};
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ const HEALTH_PATH: &str = "/health";
 pub struct BackendBuilder {
     name: String,
     delay: Duration,
-    idle_close: Option<Duration>,
+    habits: ConnectionHabits,
     extra_headers: Vec<Header>,
 }
 
@@ -31,7 +31,20 @@ impl BackendBuilder {
     /// Closes each connection when it stays idle this long after a response, without having
     /// announced it (no `Connection: close`).
     pub fn idle_close(mut self, after: Duration) -> Self {
-        self.idle_close = Some(after);
+        self.habits.idle_close = Some(after);
+        self
+    }
+
+    /// Closes each connection right after its `n`th response, without having announced it.
+    pub fn close_after(mut self, n: usize) -> Self {
+        self.habits.close_after = Some(n);
+        self
+    }
+
+    /// Closes a reused connection, unanswered, as its next request arrives: only a request on
+    /// a new connection is answered.
+    pub fn drop_reused_connections(mut self) -> Self {
+        self.habits.drop_reused = true;
         self
     }
 
@@ -43,7 +56,7 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> Backend {
-        let origin = Origin::start_with(self.idle_close).await;
+        let origin = Origin::start_with(self.habits).await;
         let backend = Backend {
             name: self.name,
             extra_headers: self.extra_headers,
@@ -70,7 +83,7 @@ impl Backend {
         BackendBuilder {
             name: name.to_string(),
             delay: Duration::ZERO,
-            idle_close: None,
+            habits: ConnectionHabits::default(),
             extra_headers: Vec::new(),
         }
     }
@@ -119,6 +132,11 @@ impl Backend {
     pub fn set_delay(&self, delay: Duration) {
         self.origin
             .fallback(self.answer(self.name.as_bytes()).delay(delay));
+    }
+
+    /// Requests on `path` are read, then the connection is closed without an answer.
+    pub fn drop_unanswered(&self, path: &str) {
+        self.origin.script(path, self.answer(b"").unanswered());
     }
 
     pub fn set_health_status(&self, status: u16) {

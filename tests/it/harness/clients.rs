@@ -6,7 +6,7 @@ use super::CLIENT_TIMEOUT;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -70,6 +70,44 @@ pub async fn load(
         results.extend(worker.await.expect("load worker"));
     }
     results
+}
+
+/// The outcome of one GET: status and body, or the transport error as text.
+pub type GetResult = Result<(u16, String), String>;
+
+/// GETs of one URL sent back to back by concurrent workers until [`BackgroundLoad::stop`].
+pub struct BackgroundLoad {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<Vec<GetResult>>>,
+}
+
+impl BackgroundLoad {
+    pub fn start(client: &reqwest::Client, url: &str, workers: usize) -> BackgroundLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|_| {
+                let (client, url, stop) = (client.clone(), url.to_string(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut results = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        results.push(try_get(&client, &url).await);
+                    }
+                    results
+                })
+            })
+            .collect();
+        BackgroundLoad { stop, workers }
+    }
+
+    /// Stops the workers; one result per request sent.
+    pub async fn stop(self) -> Vec<GetResult> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut results = Vec::new();
+        for worker in self.workers {
+            results.extend(worker.await.expect("load worker"));
+        }
+        results
+    }
 }
 
 /// The results that are not `Ok((200, _))`, for assertion messages.

@@ -79,6 +79,8 @@ pub struct Script {
     date: bool,
     /// Adds `x-request-body-len: N`, the length of the request body received.
     echo_body_length: bool,
+    /// Closes the connection without answering (a crashing handler).
+    unanswered: bool,
 }
 
 impl Script {
@@ -95,6 +97,7 @@ impl Script {
             until_close: false,
             date: true,
             echo_body_length: false,
+            unanswered: false,
         }
     }
 
@@ -193,6 +196,13 @@ impl Script {
         self
     }
 
+    /// Reads the request, then closes the connection without a byte of answer (a handler that
+    /// crashed, a worker recycled mid-request).
+    pub fn unanswered(mut self) -> Script {
+        self.unanswered = true;
+        self
+    }
+
     fn has_header(&self, name: &str) -> bool {
         find_header(&self.headers, name).is_some()
     }
@@ -223,6 +233,18 @@ impl Script {
     }
 }
 
+/// How an [`Origin`] treats its keep-alive connections, beyond answering requests. Each close
+/// is silent: no `Connection: close` announced it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionHabits {
+    /// Close a connection left idle this long after a response.
+    pub idle_close: Option<Duration>,
+    /// Close a connection right after its Nth response.
+    pub close_after: Option<usize>,
+    /// Close a reused connection, unanswered, when its second (or later) request arrives.
+    pub drop_reused: bool,
+}
+
 struct OriginState {
     scripts: Mutex<HashMap<String, Script>>,
     /// The answer on paths without a script of their own (404 when unset).
@@ -230,8 +252,7 @@ struct OriginState {
     counts: Mutex<HashMap<String, usize>>,
     received: Mutex<Vec<Received>>,
     accepts: AtomicUsize,
-    /// Close a keep-alive connection when no next request arrives within this time.
-    idle_close: Option<Duration>,
+    habits: ConnectionHabits,
 }
 
 /// A real HTTP/1.1 keep-alive server on 127.0.0.1 that answers each path (the target without
@@ -249,12 +270,11 @@ fn path_of(target: &str) -> &str {
 
 impl Origin {
     pub async fn start() -> Origin {
-        Origin::start_with(None).await
+        Origin::start_with(ConnectionHabits::default()).await
     }
 
-    /// An origin that closes each keep-alive connection left idle for `idle_close` after a
-    /// response, without having announced it (no `Connection: close`).
-    pub async fn start_with(idle_close: Option<Duration>) -> Origin {
+    /// An origin that closes its keep-alive connections as `habits` says, silently.
+    pub async fn start_with(habits: ConnectionHabits) -> Origin {
         let (listener, addr) = fresh_listener();
         let state = Arc::new(OriginState {
             scripts: Mutex::new(HashMap::new()),
@@ -262,7 +282,7 @@ impl Origin {
             counts: Mutex::new(HashMap::new()),
             received: Mutex::new(Vec::new()),
             accepts: AtomicUsize::new(0),
-            idle_close,
+            habits,
         });
         let origin = Origin {
             state,
@@ -365,7 +385,10 @@ const BODY_HEADERS: [&str; 4] = [
 async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
-    while let Some(request) = read_request(&mut stream, state.idle_close).await {
+    let habits = state.habits;
+    let mut served = 0;
+    while let Some(request) = read_request(&mut stream, habits.idle_close).await {
+        served += 1;
         let mut close = connection_tokens(&request.headers)
             .iter()
             .any(|t| t == "close")
@@ -386,6 +409,9 @@ async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
         let script = script
             .or_else(|| state.fallback.lock().expect("fallback").clone())
             .unwrap_or_else(|| Script::fixed(format!("no script for {path}\n")).status(404));
+        if script.unanswered || (habits.drop_reused && served > 1) {
+            return;
+        }
         if !script.delay.is_zero() {
             tokio::time::sleep(script.delay).await;
         }
@@ -439,7 +465,7 @@ async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
         {
             return;
         }
-        if close {
+        if close || habits.close_after == Some(served) {
             let _ = stream.get_mut().shutdown().await;
             return;
         }

@@ -147,6 +147,28 @@ impl Proxy {
         proxy
     }
 
+    /// Spawns `parapet run --upgrade -c FILE` with `toml`, which waits for a running instance to
+    /// hand its listening sockets over (on SIGQUIT to that one); waits for nothing itself.
+    pub fn spawn_upgrade(toml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("parapet.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let mut command = parapet_command();
+        command.arg("run").arg("--upgrade").arg("-c").arg(&config);
+        let child = spawn_logged(command, dir.path());
+        Proxy {
+            child,
+            dir,
+            listeners: listener_addrs(toml),
+            admin: admin_addr(toml),
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         for addr in self.listeners.clone().into_iter().chain(self.admin) {

@@ -319,6 +319,20 @@ where
         .await;
     }
 
+    /// Resolve once `http_cleanup()` has been called and, when `shutdown_idle_grace` is set,
+    /// the connection has stayed idle that much longer (so it has been idle at least that long;
+    /// no clock is read per request).
+    async fn await_shutdown_and_idle(&self) {
+        self.await_shutdown().await;
+        let grace = self
+            .server_options
+            .as_ref()
+            .and_then(|opts| opts.shutdown_idle_grace);
+        if let Some(grace) = grace {
+            time::sleep(grace).await;
+        }
+    }
+
     async fn handle_new_request(
         &self,
         mut downstream_session: Box<HttpSession>,
@@ -332,7 +346,7 @@ where
         let res = tokio::select! {
             biased; // biased select is cheaper, and we don't want to drop already buffered requests
             res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
+            _ = self.await_shutdown_and_idle() => {
                 // service shutting down, dropping the connection to stop more req from coming in
                 return None;
             }
@@ -347,30 +361,9 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                // A status the reader chose itself (414, 408) is answered too. (Parapet patch.)
-                let status = match e.etype {
-                    InvalidHTTPHeader => Some(400),
-                    HTTPStatus(status) => Some(status),
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                    downstream_session
-                        .respond_error(status)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                }
+                self.inner
+                    .request_header_error(&mut downstream_session, &e)
+                    .await;
                 downstream_session.shutdown().await;
                 return None;
             }
@@ -1340,6 +1333,7 @@ where
             proxy_error
         };
 
+        let mut downstream_reuse = server_reuse;
         if let Some(e) = final_error.as_ref() {
             // If we have errored and are still holding a cache lock, release it.
             if session.cache.enabled() {
@@ -1351,6 +1345,7 @@ where
                 session.cache.disable(reason);
             }
             let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            downstream_reuse = res.can_reuse_downstream;
 
             // final error will have > 0 status unless downstream connection is dead
             if !self.inner.suppress_error_log(&session, &ctx, e) {
@@ -1366,7 +1361,7 @@ where
         }
 
         // logging() will be called in finish()
-        self.finish(session, &mut ctx, server_reuse, final_error)
+        self.finish(session, &mut ctx, downstream_reuse, final_error)
             .await
     }
 

@@ -620,14 +620,38 @@ pub trait ProxyHttp {
         e
     }
 
+    /// This filter is called when reading a request header failed (malformed, too large, or the
+    /// client stalled or left mid-header), before any other filter and without a `CTX`. The
+    /// connection is closed afterwards.
+    ///
+    /// Users may write an error response to the downstream and log the failure. By default a
+    /// malformed header (`InvalidHTTPHeader`) gets the generic 400 error response.
+    async fn request_header_error(&self, session: &mut HttpSession, e: &Error) {
+        if matches!(e.etype, InvalidHTTPHeader) {
+            debug!(
+                "Fail to proxy: {e}, downstream session type: {}",
+                session.session_type()
+            );
+            session.respond_error(400).await.unwrap_or_else(|e| {
+                error!("failed to send error response to downstream: {e}");
+            });
+        } else {
+            // otherwise the connection must be broken, no need to send anything
+            error!(
+                "Fail to proxy: {e}, downstream session type: {}",
+                session.session_type()
+            );
+        }
+    }
+
     /// This filter is called when the request encounters a fatal error.
     ///
     /// Users may write an error response to the downstream if the downstream is still writable.
     ///
     /// The response status code of the error response may be returned for logging purposes.
-    /// Additionally, the user can return whether this session may be reused in spite of the error.
-    /// Today this reuse status is only respected for errors that occur prior to upstream peer
-    /// selection, and the keepalive configured on the `Session` itself still takes precedent.
+    /// Additionally, the user can return whether this session may be reused in spite of the error
+    /// (for instance a complete error response to a request read whole); the keepalive
+    /// configured on the `Session` itself still takes precedent.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

@@ -89,6 +89,14 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// On shutdown, close an idle HTTP/1.x keep-alive connection (one waiting for its next
+    /// request) only if it stays idle this much longer, instead of at once. A client that is
+    /// already sending its next request on the connection is then served (the response says
+    /// `Connection: close`) rather than cut off mid-request. Used by the proxy service.
+    ///
+    /// Default: `None` (closed at once)
+    pub shutdown_idle_grace: Option<Duration>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.

@@ -567,6 +567,10 @@ pub struct PeerOptions {
     #[cfg(feature = "openssl_derived")]
     #[derivative(Debug = "ignore")]
     pub upstream_tls_handshake_complete_hook: Option<HandshakeCompleteHook>,
+    /// Open a new connection instead of taking one from the keep-alive pool (after use it is
+    /// still released into the pool). For retrying a request whose pooled connection turned
+    /// out closed by the server.
+    pub new_connection: bool,
 }
 
 impl PeerOptions {
@@ -611,6 +615,7 @@ impl PeerOptions {
             proxy_digest_user_data_hook: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
+            new_connection: false,
         }
     }
 

@@ -397,6 +397,9 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Result<Option<Http2Session>> {
+        if peer.get_peer_options().is_some_and(|o| o.new_connection) {
+            return Ok(None);
+        }
         // check in use pool first so that we use fewer total connections
         // then idle pool
         let reuse_hash = peer.reuse_hash();
