@@ -7,7 +7,8 @@
 #
 #     bash benches/instructions.sh [SCENARIO]      # h1_1k (default), h1_100k, h2c_1k, cache_hit_1k
 #
-# Environment: BENCH_BIN [target/release/parapet]  BENCH_REQUESTS [2000]  BENCH_CONNS [16]
+# Environment: BENCH_BIN [target/release/parapet; target/profiling/parapet after
+#   `cargo build --profile profiling` gives file:line in the listing]  BENCH_REQUESTS [2000]  BENCH_CONNS [16]
 #   BENCH_TOP [25] functions listed (inclusive), BENCH_SYSCALLS [1]: also count syscalls/req,
 #   BENCH_PRELOAD: a library to LD_PRELOAD into Parapet (an allocator A/B without rebuilding).
 # Writes target/bench/instructions/SCENARIO.{callgrind,txt}. Everything listens on 127.0.0.1
