@@ -5,10 +5,11 @@
 //! What the parsers already guarantee is not checked twice: httparse gives HTTP/1 field names
 //! that are tokens, values without CR, LF or NUL and without surrounding whitespace, and refuses
 //! obs-fold; Pingora's HTTP/1 reader checks `Content-Length` and `Transfer-Encoding` (RFC 9112
-//! §6) and puts an absolute-form target's authority into `Host` (§3.2.2, vendor patch 2); the
-//! `http` crate keeps every field value free of control bytes. Left here: the target's form and
-//! bytes, the one `Host` or `:authority`, and for HTTP/2 and HTTP/3 the field rules of RFC 9113
-//! §8.2 and RFC 9114 §4.2 (no connection-specific fields, no whitespace around a value).
+//! §6) and puts an absolute-form target's authority into `Host` (§3.2.2, the vendored
+//! `adopt_target_authority`); the `http` crate keeps every field value free of control bytes.
+//! Left here: the target's form and bytes, the one `Host` or `:authority`, and for HTTP/2 and
+//! HTTP/3 the field rules of RFC 9113 §8.2 and RFC 9114 §4.2 (no connection-specific fields, no
+//! whitespace around a value).
 
 use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -2,8 +2,7 @@
 //! share an entry (leaving the host out is how CVE-2026-2836 poisoned caches), plus the
 //! variance for `Vary`, computed from normalized request header values.
 
-use pingora::cache::key::{CacheKey, HashBinary};
-use pingora::cache::VarianceBuilder;
+use pingora::cache::key::CacheKey;
 
 /// The URL text a response is stored under: `scheme://host:port/path?query`, host
 /// lower-cased, port always explicit.
@@ -29,45 +28,62 @@ pub fn cache_key(url: &str) -> CacheKey {
 }
 
 /// Normalizes a request header's values for `Vary` matching (RFC 9111 §4.1): several lines
-/// joined, whitespace around list items removed, case folded (content negotiation values
-/// are case-insensitive).
-pub fn normalize_vary_value<'a>(values: impl Iterator<Item = &'a [u8]>) -> String {
-    let joined: Vec<String> = values
+/// joined, whitespace inside list members removed, case folded (content negotiation values
+/// are case-insensitive). For the `Accept` family (`unordered`), whose preferences are carried
+/// by weights and not by position, members are also sorted.
+pub fn normalize_vary_value<'a>(values: impl Iterator<Item = &'a [u8]>, unordered: bool) -> String {
+    let mut members: Vec<String> = values
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
-        .map(|item| {
-            item.split_whitespace()
+        .map(|member| {
+            member
+                .split(';')
+                .map(|part| {
+                    part.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .to_ascii_lowercase()
+                })
                 .collect::<Vec<_>>()
-                .join(" ")
-                .to_ascii_lowercase()
+                .join(";")
         })
-        .filter(|item| !item.is_empty())
+        .filter(|member| !member.is_empty())
         .collect();
-    joined.join(",")
+    if unordered {
+        members.sort_unstable();
+    }
+    members.join(",")
 }
 
-/// The variance of a request for the header names a stored response varies on; `None` when
-/// the response does not vary. `overrides` supplies values computed elsewhere (the
-/// negotiated content coding stands in for Accept-Encoding).
-pub fn variance(
-    vary_names: &[String],
-    request: &http::HeaderMap,
-    overrides: &[(&str, &str)],
-) -> Option<HashBinary> {
-    if vary_names.is_empty() {
-        return None;
-    }
-    let mut builder = VarianceBuilder::new();
-    for name in vary_names {
-        let value = match overrides.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some((_, value)) => value.to_string(),
-            None => {
-                normalize_vary_value(request.get_all(name.as_str()).iter().map(|v| v.as_bytes()))
-            }
-        };
-        builder.add_owned_value(name.as_str(), value.into_bytes());
-    }
-    builder.finalize()
+/// Request fields whose list order carries no meaning (RFC 9110 §12.5: preference is by weight).
+fn unordered_list(name: &str) -> bool {
+    [
+        "accept",
+        "accept-language",
+        "accept-charset",
+        "accept-encoding",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The normalized value of request field `name` for `Vary` matching.
+pub fn vary_value(name: &str, request: &http::HeaderMap) -> String {
+    let values = request.get_all(name).iter().map(|v| v.as_bytes());
+    normalize_vary_value(values, unordered_list(name))
+}
+
+/// True when a response's `Vary` names `Accept-Encoding` and nothing else (checked without
+/// allocating: it is the common case on every hit of a compressible response).
+pub fn varies_only_on_accept_encoding(headers: &http::HeaderMap) -> bool {
+    let mut names = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty())
+        .peekable();
+    names.peek().is_some() && names.all(|n| n.eq_ignore_ascii_case(b"accept-encoding"))
 }
 
 /// The header names in a response's `Vary`, lower-cased, sorted, without duplicates.
@@ -104,30 +120,59 @@ mod tests {
         assert_ne!(url("http", "a.test", "/x"), url("http", "b.test", "/x"));
     }
 
-    #[test]
-    fn vary_values_are_normalized() {
-        let a = normalize_vary_value([b"en-US,fr".as_slice()].into_iter());
-        let b = normalize_vary_value([b"en-us,  fr".as_slice()].into_iter());
-        let c = normalize_vary_value([b"en-us".as_slice(), b"fr".as_slice()].into_iter());
-        assert_eq!(a, b);
-        assert_eq!(b, c);
-        assert_ne!(
-            a,
-            normalize_vary_value([b"fr, en-us".as_slice()].into_iter())
-        );
+    fn normalized(lines: &[&str], unordered: bool) -> String {
+        normalize_vary_value(lines.iter().map(|l| l.as_bytes()), unordered)
     }
 
     #[test]
-    fn variance_differs_by_value_and_ignores_unlisted_headers() {
-        let names = vec!["accept-language".to_string()];
+    fn vary_values_are_normalized() {
+        let a = normalized(&["en-US,fr"], false);
+        assert_eq!(a, normalized(&["en-us,  fr"], false));
+        assert_eq!(a, normalized(&["en-us", "fr"], false));
+        assert_ne!(a, normalized(&["fr, en-us"], false));
+    }
+
+    #[test]
+    fn accept_language_values_match_whatever_their_order_case_and_spacing() {
+        let a = normalized(&["en-US, fr;q=0.5"], true);
+        assert_eq!(a, normalized(&["FR; Q=0.5,en-us"], true));
+        assert_eq!(a, normalized(&["fr;q=0.5", "EN-us"], true));
+        assert_ne!(a, normalized(&["fr;q=0.4, en-us"], true));
+        assert!(unordered_list("Accept-Language"));
+        assert!(!unordered_list("x-custom"));
+    }
+
+    #[test]
+    fn vary_values_differ_by_value_and_ignore_unlisted_headers() {
         let mut en = http::HeaderMap::new();
         en.insert("accept-language", "en".parse().unwrap());
         let mut fr = en.clone();
         fr.insert("accept-language", "fr".parse().unwrap());
         let mut en_other = en.clone();
         en_other.insert("user-agent", "x".parse().unwrap());
-        assert_ne!(variance(&names, &en, &[]), variance(&names, &fr, &[]));
-        assert_eq!(variance(&names, &en, &[]), variance(&names, &en_other, &[]));
-        assert_eq!(variance(&[], &en, &[]), None);
+        assert_ne!(
+            vary_value("accept-language", &en),
+            vary_value("accept-language", &fr)
+        );
+        assert_eq!(
+            vary_value("accept-language", &en),
+            vary_value("accept-language", &en_other)
+        );
+    }
+
+    #[test]
+    fn only_a_vary_of_accept_encoding_alone_is_recognized_as_such() {
+        let vary = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append("vary", value.parse().unwrap());
+            }
+            varies_only_on_accept_encoding(&headers)
+        };
+        assert!(vary(&["Accept-Encoding"]));
+        assert!(vary(&["accept-encoding, Accept-Encoding"]));
+        assert!(!vary(&["Accept-Encoding, Accept-Language"]));
+        assert!(!vary(&["Accept-Encoding", "Cookie"]));
+        assert!(!vary(&[]));
     }
 }

@@ -13,6 +13,8 @@ pub struct CacheMetrics {
     pub entries: IntGauge,
     pub evictions: IntCounter,
     pub coalesced: IntCounter,
+    /// Variants derived from a stored body, by target coding slot (identity, br, zstd, gzip).
+    pub derived: [IntCounter; 4],
 }
 
 pub static CACHE_METRICS: LazyLock<CacheMetrics> = LazyLock::new(|| {
@@ -39,5 +41,13 @@ pub static CACHE_METRICS: LazyLock<CacheMetrics> = LazyLock::new(|| {
         "cache_coalesced_total",
         "Requests that waited for another request's fill of the same key instead of going upstream.",
     ),
+    derived: {
+        let vec = counter_vec(
+            "cache_variants_derived_total",
+            "Codings derived from a stored response for clients negotiating another one (each made once and stored with it), by coding.",
+            &["coding"],
+        );
+        ["identity", "br", "zstd", "gzip"].map(|coding| vec.with_label_values(&[coding]))
+    },
 }
 });

@@ -1,7 +1,10 @@
-//! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`), keyed by
-//! scheme, host, port and path (`key`), stored in moka (`store`), with misses for one key
-//! coalesced by pingora's cache lock. `request` is one request's part in it, phase by phase;
-//! `status` renders RFC 9211 `Cache-Status`; `metrics` holds the cache's metric handles.
+//! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`, with HTTP dates
+//! read by `dates`), keyed by scheme, host, port and path (`key`), stored in moka (`store`,
+//! entries being filled in `fill`), with misses for one key coalesced by pingora's cache lock.
+//! The origin's representation is stored once; the other codings clients negotiate are derived
+//! from it and kept beside it (`variants`). `request` is one request's part in it, phase by
+//! phase; `ranges` serves byte ranges of a stored partial response; `status` renders RFC 9211
+//! `Cache-Status`; `metrics` holds the cache's metric handles.
 //! `shared` is the optional second tier on Redis, shared by several instances: the store
 //! looks there on a miss and writes complete fills there; purges go through it to every
 //! instance.
@@ -10,13 +13,17 @@
 //! rules and routes come from the runtime config and change on reload. `max_size` and
 //! `max_object_size` are read once at start.
 
+pub mod dates;
+mod fill;
 pub mod key;
 pub mod metrics;
 pub mod policy;
+pub mod ranges;
 pub mod request;
 pub mod shared;
 pub mod status;
 pub mod store;
+mod variants;
 
 use crate::config::CacheConfig;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -41,8 +48,9 @@ pub fn init(config: &CacheConfig) -> &'static EdgeCache {
         // Registered at start, so `/metrics` shows the cache families before the first request.
         std::sync::LazyLock::force(&metrics::CACHE_METRICS);
         let max_object_size = usize::try_from(config.max_object_size).unwrap_or(usize::MAX);
-        let storage: &'static MokaStorage =
-            Box::leak(Box::new(MokaStorage::new(config.max_size, max_object_size)));
+        let storage: &'static MokaStorage = Box::leak(Box::new(
+            MokaStorage::new(config.max_size, max_object_size).with_fill_wait(config.lock_timeout),
+        ));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
         if let Some(shared_config) = &config.shared {
             match shared::init(shared_config, purge_local) {

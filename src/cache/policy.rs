@@ -1,13 +1,22 @@
 //! RFC 9111 for a shared cache, as pure functions: whether a response may be stored and for
-//! how long (with the upstream `Age` counted), what a request's own Cache-Control asks of a
-//! stored response, and edge rules that fill in (or, forced, replace) origin freshness.
+//! how long (with the upstream `Age` counted), which field's directives govern it (RFC 9213
+//! targeted fields before Cache-Control), what a request's own Cache-Control asks of a stored
+//! response, and edge rules that fill in (or, forced, replace) origin freshness.
 
+use super::dates;
 use crate::config::CacheRule;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, SET_COOKIE};
+use http::header::{HeaderName, AGE, AUTHORIZATION, CACHE_CONTROL, PRAGMA, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::http::ResponseHeader;
 use std::time::{Duration, SystemTime};
+
+/// The largest age a cache counts or sends (RFC 9111 §1.2.2: 2^31 seconds); larger `Age`
+/// values are clamped to it, so a huge value means "stale", never an overflow.
+pub const AGE_CAP_SECS: u64 = 1 << 31;
+
+/// The targeted field every CDN honours (RFC 9213 §3), after the configured one.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// `*` matches any run of characters (including `/`), `?` exactly one.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
@@ -162,8 +171,10 @@ pub enum NotStored {
     Method,
     /// The request said `Cache-Control: no-store`.
     RequestNoStore,
-    /// 1xx, 206 or 304.
+    /// 1xx, 304, or a 206 that is not one byte range of a known length.
     Status,
+    /// `must-understand` on a status Parapet does not implement.
+    MustUnderstand,
     NoStore,
     Private,
     VaryStar,
@@ -183,6 +194,7 @@ impl NotStored {
             NotStored::Method => "method",
             NotStored::RequestNoStore => "request-no-store",
             NotStored::Status => "status",
+            NotStored::MustUnderstand => "must-understand",
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
             NotStored::VaryStar => "vary-star",
@@ -194,29 +206,98 @@ impl NotStored {
     }
 }
 
+/// What storing a response depends on besides the response itself.
+pub struct StoreFacts<'a> {
+    pub method: &'a Method,
+    pub request_headers: &'a HeaderMap,
+    /// The edge rule for the request path, if any.
+    pub rule: Option<&'a CacheRule>,
+    /// `[cache] targeted_field`, looked for before CDN-Cache-Control and Cache-Control.
+    pub targeted_field: &'a HeaderName,
+    /// When the response arrived.
+    pub now: SystemTime,
+    /// From sending the request upstream to receiving the response (RFC 9111 §4.2.3).
+    pub response_delay: Duration,
+}
+
+/// The directives that govern Parapet's own storing and freshness of a response.
+pub struct Control {
+    pub cc: Option<CacheControl>,
+    /// They come from a targeted field (RFC 9213 §2.2): Cache-Control and Expires are ignored.
+    pub targeted: bool,
+}
+
+/// RFC 9213 §2.2: the first targeted field (`targeted_field`, then CDN-Cache-Control) whose
+/// value is a valid, non-empty structured dictionary; an invalid one is ignored as a whole.
+/// Without one, Cache-Control.
+pub fn control(headers: &HeaderMap, targeted_field: &HeaderName) -> Control {
+    for name in [targeted_field, &CDN_CACHE_CONTROL] {
+        if valid_targeted_field(headers, name) {
+            return Control {
+                cc: CacheControl::from_headers_named(name.as_str(), headers),
+                targeted: true,
+            };
+        }
+    }
+    Control {
+        cc: CacheControl::from_headers_named(CACHE_CONTROL.as_str(), headers),
+        targeted: false,
+    }
+}
+
+/// The field is present and its lines, joined, parse as a non-empty RFC 8941 dictionary.
+fn valid_targeted_field(headers: &HeaderMap, name: &HeaderName) -> bool {
+    let mut lines = headers.get_all(name).iter();
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    let joined;
+    let value = match lines.next() {
+        None => first.as_bytes(),
+        Some(second) => {
+            let mut all = [first, second].map(|v| v.as_bytes()).join(&b", "[..]);
+            for line in lines {
+                all.extend_from_slice(b", ");
+                all.extend_from_slice(line.as_bytes());
+            }
+            joined = all;
+            &joined
+        }
+    };
+    sfv::Parser::parse_dictionary(value).is_ok_and(|dictionary| !dictionary.is_empty())
+}
+
+/// RFC 9111 §5.2.2.3: statuses whose caching requirements Parapet implements, so that
+/// `must-understand` lets them be stored despite `no-store`: the final statuses of RFC 9110 §15.
+fn understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// RFC 9111 §3 for a shared cache, with edge rules.
-pub fn storable(
-    method: &Method,
-    request_headers: &HeaderMap,
-    response: &ResponseHeader,
-    rule: Option<&CacheRule>,
-    now: SystemTime,
-) -> Result<Freshness, NotStored> {
-    if *method != Method::GET && *method != Method::HEAD {
+pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Freshness, NotStored> {
+    if *facts.method != Method::GET && *facts.method != Method::HEAD {
         return Err(NotStored::Method);
     }
-    if RequestDirectives::parse(request_headers).no_store {
+    if RequestDirectives::parse(facts.request_headers).no_store {
         return Err(NotStored::RequestNoStore);
     }
     let status = response.status;
+    let partial = status == StatusCode::PARTIAL_CONTENT;
     if status.is_informational()
-        || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
+        || (partial && stored_part(&response.headers).is_none())
     {
         return Err(NotStored::Status);
     }
-    let cc = CacheControl::from_resp_headers(response);
-    if cc.as_ref().is_some_and(|cc| cc.no_store()) {
+    let Control { cc, targeted } = control(&response.headers, facts.targeted_field);
+    let must_understand = cc.as_ref().is_some_and(|cc| cc.has_key("must-understand"));
+    if must_understand && !understood_status(status) {
+        return Err(NotStored::MustUnderstand);
+    }
+    if cc.as_ref().is_some_and(|cc| cc.no_store()) && !must_understand {
         return Err(NotStored::NoStore);
     }
     if cc
@@ -228,7 +309,7 @@ pub fn storable(
     if vary_star(&response.headers) {
         return Err(NotStored::VaryStar);
     }
-    if request_headers.contains_key(AUTHORIZATION)
+    if facts.request_headers.contains_key(AUTHORIZATION)
         && !cc
             .as_ref()
             .is_some_and(|cc| cc.allow_caching_authorized_req())
@@ -236,7 +317,7 @@ pub fn storable(
         return Err(NotStored::Authorization);
     }
     let has_cookie = response.headers.contains_key(SET_COOKIE);
-    if has_cookie && !rule.is_some_and(|r| r.cache_set_cookie) {
+    if has_cookie && !facts.rule.is_some_and(|r| r.cache_set_cookie) {
         return Err(NotStored::SetCookie);
     }
     // A no-cache response may be stored, to be revalidated before every use.
@@ -244,7 +325,9 @@ pub fn storable(
     let lifetime = if revalidate_always {
         Duration::ZERO
     } else {
-        freshness_lifetime(cc.as_ref(), response, rule, now).ok_or(NotStored::NoFreshness)?
+        let expires = (!targeted).then_some(response);
+        freshness_lifetime(cc.as_ref(), expires, response.status, facts)
+            .ok_or(NotStored::NoFreshness)?
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(cc.as_ref());
     let mut stored_header = response.clone();
@@ -255,14 +338,49 @@ pub fn storable(
         stored_header.remove_header(&SET_COOKIE);
     }
     // The age is accounted for in the entry's epoch; a stored Age would be counted twice.
-    stored_header.remove_header(&http::header::AGE);
+    stored_header.remove_header(&AGE);
     Ok(Freshness {
         lifetime,
-        initial_age: initial_age(response, now),
+        initial_age: initial_age(&response.headers, facts.now, facts.response_delay),
         stale_while_revalidate,
         stale_if_error,
         stored_header,
     })
+}
+
+/// The byte range a `206` carries (RFC 9110 §14.4): a single `Content-Range: bytes
+/// FIRST-LAST/COMPLETE` with a known complete length; `None` for multipart or anything else.
+pub fn stored_part(headers: &HeaderMap) -> Option<StoredPart> {
+    let mut lines = headers.get_all(http::header::CONTENT_RANGE).iter();
+    let value = lines.next()?.to_str().ok()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let (unit, rest) = value.trim().split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (range, complete) = rest.trim().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let digits = |t: &str| {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+    };
+    let part = StoredPart {
+        first: digits(first)?,
+        last: digits(last)?,
+        complete: digits(complete)?,
+    };
+    (part.first <= part.last && part.last < part.complete).then_some(part)
+}
+
+/// The part of a representation a stored `206` holds: bytes `first..=last` of `complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPart {
+    pub first: u64,
+    pub last: u64,
+    pub complete: u64,
 }
 
 fn vary_star(headers: &HeaderMap) -> bool {
@@ -274,15 +392,16 @@ fn vary_star(headers: &HeaderMap) -> bool {
         .any(|name| name.trim() == "*")
 }
 
-/// s-maxage, then max-age, then Expires−Date; else a rule's ttl for heuristically cacheable
-/// statuses. A forced rule replaces whatever the origin said.
+/// s-maxage, then max-age, then Expires−Date (`expires`: the response, unless a targeted field
+/// governs it); else a rule's ttl for heuristically cacheable statuses. A forced rule replaces
+/// whatever the origin said.
 fn freshness_lifetime(
     cc: Option<&CacheControl>,
-    response: &ResponseHeader,
-    rule: Option<&CacheRule>,
-    now: SystemTime,
+    expires: Option<&ResponseHeader>,
+    status: StatusCode,
+    facts: &StoreFacts<'_>,
 ) -> Option<Duration> {
-    if let Some(rule) = rule.filter(|r| r.force) {
+    if let Some(rule) = facts.rule.filter(|r| r.force) {
         return Some(rule.ttl);
     }
     let explicit = cc
@@ -293,58 +412,81 @@ fn freshness_lifetime(
                 .or_else(|| cc.max_age().ok().flatten())
         })
         .map(|seconds| Duration::from_secs(u64::from(seconds)))
-        .or_else(|| expires_lifetime(response, now));
+        .or_else(|| expires.and_then(|response| expires_lifetime(&response.headers, facts.now)));
     explicit.or_else(|| {
-        rule.filter(|_| heuristically_cacheable(response.status))
+        facts
+            .rule
+            .filter(|_| heuristically_cacheable(status))
             .map(|r| r.ttl)
     })
 }
 
-fn header_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
+/// The time a date field names: exactly one line, in one of the three HTTP date forms.
+fn header_date(
+    headers: &HeaderMap,
+    name: http::header::HeaderName,
+    now: SystemTime,
+) -> Option<SystemTime> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     if values.next().is_some() {
         return None;
     }
-    first
-        .to_str()
-        .ok()
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+    first.to_str().ok().and_then(|v| dates::parse(v, now))
 }
 
-/// Expires − Date (RFC 9111 §4.2.1); an unparseable Expires means already expired.
-fn expires_lifetime(response: &ResponseHeader, now: SystemTime) -> Option<Duration> {
-    if !response.headers.contains_key(http::header::EXPIRES) {
+/// Expires − Date (RFC 9111 §4.2.1); an invalid Expires (or several) means already expired
+/// (RFC 9111 §5.3).
+fn expires_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if !headers.contains_key(http::header::EXPIRES) {
         return None;
     }
-    let Some(expires) = header_date(&response.headers, http::header::EXPIRES) else {
+    let Some(expires) = header_date(headers, http::header::EXPIRES, now) else {
         return Some(Duration::ZERO);
     };
-    let date = header_date(&response.headers, http::header::DATE).unwrap_or(now);
+    let date = header_date(headers, http::header::DATE, now).unwrap_or(now);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
-/// RFC 9111 §4.2.3: max(apparent age, Age header).
-fn initial_age(response: &ResponseHeader, now: SystemTime) -> Duration {
-    let age_value = response
-        .headers
-        .get(http::header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::ZERO);
-    let apparent = header_date(&response.headers, http::header::DATE)
-        .and_then(|date| now.duration_since(date).ok())
-        .map(|age| Duration::from_secs(age.as_secs()))
-        .unwrap_or(Duration::ZERO);
-    age_value.max(apparent)
+/// RFC 9111 §5.1: the `Age` a response states: the first member of its first line, when that
+/// is a non-negative integer (anything else is ignored); values past 2^31 are clamped.
+pub fn age_value(headers: &HeaderMap) -> Option<u64> {
+    let first = headers.get(AGE)?.as_bytes();
+    let member = first.split(|&b| b == b',').next()?.trim_ascii();
+    delta_seconds(member)
 }
 
-/// Stale windows the origin allows: none when it demands revalidation (must-revalidate,
-/// proxy-revalidate, no-cache); otherwise its explicit stale-while-revalidate/stale-if-error.
+/// RFC 9111 §1.2.2 delta-seconds, clamped at [`AGE_CAP_SECS`].
+fn delta_seconds(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |value, digit| {
+        value
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+            .min(AGE_CAP_SECS)
+    }))
+}
+
+/// RFC 9111 §4.2.3: the corrected initial age, max(apparent age, Age + response delay),
+/// never past 2^31 seconds.
+fn initial_age(headers: &HeaderMap, now: SystemTime, response_delay: Duration) -> Duration {
+    let corrected_age_value = age_value(headers)
+        .map(|age| age.saturating_add(response_delay.as_secs()))
+        .unwrap_or(0);
+    let apparent = header_date(headers, http::header::DATE, now)
+        .and_then(|date| now.duration_since(date).ok())
+        .map_or(0, |age| age.as_secs());
+    Duration::from_secs(corrected_age_value.max(apparent).min(AGE_CAP_SECS))
+}
+
+/// Stale windows the origin allows: none when it demands revalidation (RFC 9111 §4.2.4:
+/// must-revalidate, proxy-revalidate, no-cache, and s-maxage, which implies proxy-revalidate
+/// for a shared cache); otherwise its explicit stale-while-revalidate/stale-if-error.
 fn stale_windows(cc: Option<&CacheControl>) -> (u32, u32) {
     let Some(cc) = cc else { return (0, 0) };
-    if cc.must_revalidate() || cc.proxy_revalidate() || cc.no_cache() {
+    if forbids_stale(cc) {
         return (0, 0);
     }
     (
@@ -354,14 +496,15 @@ fn stale_windows(cc: Option<&CacheControl>) -> (u32, u32) {
 }
 
 /// True when a stored response may not be served stale at all (must/proxy-revalidate,
-/// s-maxage's implied proxy-revalidate, no-cache).
-pub fn must_revalidate(response: &ResponseHeader) -> bool {
-    CacheControl::from_resp_headers(response).is_some_and(|cc| {
-        cc.must_revalidate()
-            || cc.proxy_revalidate()
-            || cc.no_cache()
-            || cc.s_maxage().ok().flatten().is_some()
-    })
+/// s-maxage's implied proxy-revalidate, no-cache), by the directives that govern it.
+pub fn must_revalidate(response: &ResponseHeader, targeted_field: &HeaderName) -> bool {
+    control(&response.headers, targeted_field)
+        .cc
+        .is_some_and(|cc| forbids_stale(&cc))
+}
+
+fn forbids_stale(cc: &CacheControl) -> bool {
+    cc.must_revalidate() || cc.proxy_revalidate() || cc.no_cache() || cc.has_key("s-maxage")
 }
 
 /// Methods whose success invalidates the stored responses of the target URI (RFC 9111 §4.4).
@@ -452,12 +595,38 @@ mod tests {
         map
     }
 
+    fn targeted() -> HeaderName {
+        HeaderName::from_static(crate::config::DEFAULT_TARGETED_FIELD)
+    }
+
+    fn facts<'a>(
+        method: &'a Method,
+        req: &'a HeaderMap,
+        rule: Option<&'a CacheRule>,
+        targeted_field: &'a HeaderName,
+        now: SystemTime,
+    ) -> StoreFacts<'a> {
+        StoreFacts {
+            method,
+            request_headers: req,
+            rule,
+            targeted_field,
+            now,
+            response_delay: Duration::ZERO,
+        }
+    }
+
     fn store(
         resp: &ResponseHeader,
         req: &HeaderMap,
         rule: Option<&CacheRule>,
     ) -> Result<Freshness, &'static str> {
-        storable(&Method::GET, req, resp, rule, SystemTime::now()).map_err(NotStored::as_str)
+        let field = targeted();
+        storable(
+            &facts(&Method::GET, req, rule, &field, SystemTime::now()),
+            resp,
+        )
+        .map_err(NotStored::as_str)
     }
 
     fn rule(ttl: u64, force: bool) -> CacheRule {
@@ -489,12 +658,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let date = httpdate::fmt_http_date(now - Duration::from_secs(5));
         let expires = httpdate::fmt_http_date(now + Duration::from_secs(55));
+        let (field, req) = (targeted(), request(&[]));
         let stored = storable(
-            &Method::GET,
-            &request(&[]),
+            &facts(&Method::GET, &req, None, &field, now),
             &response(200, &[("date", &date), ("expires", &expires)]),
-            None,
-            now,
         )
         .unwrap();
         assert_eq!(stored.lifetime, Duration::from_secs(60));
@@ -602,13 +769,11 @@ mod tests {
             .err(),
             Some("request-no-store")
         );
+        let (field, req) = (targeted(), request(&[]));
         assert_eq!(
             storable(
-                &Method::POST,
-                &request(&[]),
+                &facts(&Method::POST, &req, None, &field, SystemTime::now()),
                 &response(200, &fresh),
-                None,
-                SystemTime::now()
             )
             .err()
             .map(NotStored::as_str),
@@ -733,6 +898,241 @@ mod tests {
         assert_eq!(
             hit_decision(&stale_ok, secs(15), secs(10), true),
             HitDecision::Default
+        );
+    }
+
+    #[test]
+    fn age_is_the_first_member_of_the_first_line_when_it_is_a_non_negative_integer() {
+        let age = |values: &[&str]| {
+            let headers: Vec<(&str, &str)> = values.iter().map(|v| ("age", *v)).collect();
+            age_value(&response(200, &headers).headers)
+        };
+        assert_eq!(age(&["30"]), Some(30));
+        assert_eq!(age(&[" 30 "]), Some(30));
+        assert_eq!(age(&["30, 60"]), Some(30));
+        assert_eq!(age(&["30", "60"]), Some(30));
+        for invalid in ["-5", "1.5", "abc", "", "0x10", "+3"] {
+            assert_eq!(age(&[invalid]), None, "{invalid:?}");
+        }
+        assert_eq!(age(&["2147483647"]), Some(2_147_483_647));
+        assert_eq!(age(&["2147483649"]), Some(AGE_CAP_SECS));
+        assert_eq!(
+            age(&["99999999999999999999999999999999"]),
+            Some(AGE_CAP_SECS)
+        );
+    }
+
+    #[test]
+    fn a_huge_age_makes_the_response_stale_not_fresh_forever() {
+        let stored = store(
+            &response(
+                200,
+                &[
+                    ("cache-control", "max-age=3600"),
+                    ("age", "99999999999999999999"),
+                ],
+            ),
+            &request(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(stored.initial_age, Duration::from_secs(AGE_CAP_SECS));
+        assert!(stored.initial_age > stored.lifetime);
+    }
+
+    #[test]
+    fn the_response_delay_is_added_to_the_age_the_origin_states() {
+        let (field, req) = (targeted(), request(&[]));
+        let mut facts = facts(&Method::GET, &req, None, &field, SystemTime::now());
+        facts.response_delay = Duration::from_secs(2);
+        let stored = storable(
+            &facts,
+            &response(200, &[("cache-control", "max-age=60"), ("age", "10")]),
+        )
+        .unwrap();
+        assert_eq!(stored.initial_age, Duration::from_secs(12));
+    }
+
+    #[test]
+    fn expires_is_read_in_every_http_date_form_and_an_invalid_one_means_expired() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let lifetime = |expires: &str| {
+            let (field, req) = (targeted(), request(&[]));
+            storable(
+                &facts(&Method::GET, &req, None, &field, now),
+                &response(
+                    200,
+                    &[
+                        ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                        ("expires", expires),
+                    ],
+                ),
+            )
+            .map(|f| f.lifetime.as_secs())
+            .ok()
+        };
+        assert_eq!(lifetime("Sun, 06 Nov 1994 08:50:37 GMT"), Some(60));
+        assert_eq!(lifetime("sunday, 06-nov-94 08:50:37 gmt"), Some(60));
+        assert_eq!(lifetime("Sun Nov  6 08:50:37 1994"), Some(60));
+        assert_eq!(lifetime("tomorrow"), Some(0));
+    }
+
+    #[test]
+    fn a_valid_targeted_field_governs_storing_and_freshness_instead_of_cache_control() {
+        let stored = store(
+            &response(
+                200,
+                &[
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=100"),
+                ],
+            ),
+            &request(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(stored.lifetime, Duration::from_secs(100));
+        let configured_first = store(
+            &response(
+                200,
+                &[
+                    ("cdn-cache-control", "max-age=100"),
+                    ("parapet-cache-control", "max-age=7"),
+                ],
+            ),
+            &request(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(configured_first.lifetime, Duration::from_secs(7));
+        assert_eq!(
+            store(
+                &response(
+                    200,
+                    &[
+                        ("cache-control", "max-age=100"),
+                        ("cdn-cache-control", "no-store")
+                    ]
+                ),
+                &request(&[]),
+                None
+            )
+            .err(),
+            Some("no-store")
+        );
+        // A targeted field makes Expires irrelevant too.
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let no_freshness = store(
+            &response(
+                200,
+                &[
+                    ("date", &date),
+                    ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                    ("cdn-cache-control", "public"),
+                ],
+            ),
+            &request(&[]),
+            None,
+        );
+        assert_eq!(no_freshness.err(), Some("no-freshness"));
+    }
+
+    #[test]
+    fn an_invalid_targeted_field_is_ignored_as_a_whole() {
+        for invalid in ["max-age = 100", "max-age=100,,", "max-age=1.2.3", "\"", ""] {
+            let stored = store(
+                &response(
+                    200,
+                    &[
+                        ("cache-control", "max-age=5"),
+                        ("cdn-cache-control", invalid),
+                    ],
+                ),
+                &request(&[]),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{invalid:?}: {e}"));
+            assert_eq!(stored.lifetime, Duration::from_secs(5), "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn must_understand_stores_a_known_status_despite_no_store_and_refuses_an_unknown_one() {
+        let cc = [("cache-control", "max-age=60, must-understand, no-store")];
+        assert!(store(&response(200, &cc), &request(&[]), None).is_ok());
+        assert_eq!(
+            store(&response(299, &cc), &request(&[]), None).err(),
+            Some("must-understand")
+        );
+        assert_eq!(
+            store(
+                &response(200, &[("cache-control", "max-age=60, no-store")]),
+                &request(&[]),
+                None
+            )
+            .err(),
+            Some("no-store")
+        );
+    }
+
+    #[test]
+    fn s_maxage_closes_the_stale_windows_like_proxy_revalidate() {
+        let stored = store(
+            &response(
+                200,
+                &[(
+                    "cache-control",
+                    "s-maxage=1, stale-if-error=60, stale-while-revalidate=60",
+                )],
+            ),
+            &request(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (stored.stale_while_revalidate, stored.stale_if_error),
+            (0, 0)
+        );
+        assert!(must_revalidate(
+            &response(200, &[("cache-control", "s-maxage=1")]),
+            &targeted()
+        ));
+        assert!(!must_revalidate(
+            &response(200, &[("cache-control", "max-age=1")]),
+            &targeted()
+        ));
+    }
+
+    #[test]
+    fn a_206_is_stored_only_as_one_byte_range_of_a_known_length() {
+        let fresh = ("cache-control", "max-age=60");
+        assert!(store(
+            &response(206, &[fresh, ("content-range", "bytes 4-9/10")]),
+            &request(&[]),
+            None
+        )
+        .is_ok());
+        for range in [
+            "bytes 4-9/*",
+            "bytes 9-4/10",
+            "bytes 4-10/10",
+            "items 0-1/2",
+            "bytes */10",
+        ] {
+            assert_eq!(
+                store(
+                    &response(206, &[fresh, ("content-range", range)]),
+                    &request(&[]),
+                    None
+                )
+                .err(),
+                Some("status"),
+                "{range}"
+            );
+        }
+        assert_eq!(
+            store(&response(206, &[fresh]), &request(&[]), None).err(),
+            Some("status")
         );
     }
 

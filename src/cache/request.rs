@@ -1,23 +1,42 @@
 //! One request's part in the edge cache, phase by phase: turning pingora-cache on, the key,
-//! the request's own directives on hits, storability and the entry's metadata, Vary, stale
-//! serving, `Cache-Status`, and invalidation by unsafe methods. The proxy calls these from its
-//! phases; the decisions themselves are the pure functions of [`super::policy`].
+//! the request's own directives on hits, storability and the entry's metadata, Vary, the coding
+//! a stored response is served in, ranges of a stored partial response, stale serving, `Age`
+//! and `Cache-Status`, and invalidation by unsafe methods. The proxy calls these from its
+//! phases; the decisions themselves are the pure functions of [`super::policy`],
+//! [`super::ranges`] and `compress::derive`.
 
 use super::metrics::CACHE_METRICS;
-use super::policy::{self, HitDecision, NotStored, RequestDirectives, StaleCause};
+use super::policy::{self, Freshness, HitDecision, NotStored, RequestDirectives, StaleCause};
 use super::status::{self, Outcome, StatusFacts};
-use super::{key, purge};
+use super::store::{self, Selected};
+use super::{key, purge, ranges};
+use crate::compress::derive::{self, Derivable, Derivation};
+use crate::compress::RequestCompression;
 use crate::config::CacheRule;
+use http::header::{HeaderName, AGE, DATE, RANGE};
+use http::StatusCode;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::{
-    CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, HttpCache, NoCacheReason,
-    RespCacheable,
+    CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler, HttpCache,
+    NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::date::get_cached_date;
+use pingora::proxy::RangeType;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const CACHE_STATUS: &str = "cache-status";
+/// Most ranges of one request pingora's range filter serves (its own default).
+const MAX_MULTIPART_RANGES: Option<usize> = Some(200);
+
+/// The config a request's storing decision reads.
+pub struct StoreRules<'a> {
+    pub rules: &'a [CacheRule],
+    pub targeted_field: &'a HeaderName,
+    /// When the request started (the response delay of RFC 9111 §4.2.3 counts from it).
+    pub started: Instant,
+}
 
 /// Per-request cache state.
 #[derive(Debug, Default)]
@@ -26,9 +45,14 @@ pub struct RequestCache {
     pub url: Option<String>,
     directives: RequestDirectives,
     method_cacheable: bool,
+    /// The request has `Range`: a stored body is then served as stored when it can be.
+    range_requested: bool,
     stored: bool,
     not_stored: Option<NotStored>,
     forwarded_status: u16,
+    /// The storing decision made when the upstream's response header arrived, before the
+    /// compression module ran; reused by `response_cacheable`.
+    decided: Option<std::result::Result<Freshness, NotStored>>,
     /// The headers of a 304 answering our revalidation, merged into the stored response.
     not_modified_headers: Option<http::HeaderMap>,
     /// Set-Cookie values of the origin's answer: removed from the stored copy, but owed to
@@ -36,6 +60,8 @@ pub struct RequestCache {
     set_cookies: Vec<http::HeaderValue>,
     /// The hit came from the shared tier (Redis), not this instance's cache.
     shared_hit: bool,
+    /// The coding this request's stored response is derived into, once decided.
+    derivation: Option<Option<Derivation>>,
 }
 
 impl RequestCache {
@@ -54,6 +80,7 @@ impl RequestCache {
             url: Some(key::url(scheme, host.unwrap_or(""), path)),
             directives: RequestDirectives::parse(&req.headers),
             method_cacheable: matches!(req.method, http::Method::GET | http::Method::HEAD),
+            range_requested: req.headers.contains_key(RANGE),
             ..RequestCache::default()
         }
     }
@@ -82,13 +109,32 @@ impl RequestCache {
         })
     }
 
-    /// The request's own Cache-Control applied to a stored response.
-    pub fn hit_freshness(&self, meta: &CacheMeta) -> Option<ForcedFreshness> {
+    /// What the request asks of a stored response: its own Cache-Control, and, for a stored
+    /// partial response, a range inside it (else the request goes to the origin).
+    pub fn hit_freshness(
+        &self,
+        meta: &CacheMeta,
+        req: &RequestHeader,
+        targeted_field: &HeaderName,
+    ) -> Option<ForcedFreshness> {
+        let header = meta.response_header();
+        if header.status == StatusCode::PARTIAL_CONTENT {
+            let covered = policy::stored_part(&header.headers)
+                .and_then(|part| ranges::covered(&req.headers, part));
+            if covered.is_none() {
+                return Some(ForcedFreshness::ForceMiss);
+            }
+        }
+        if self.directives == RequestDirectives::default() {
+            return None;
+        }
         let lifetime = meta
             .fresh_until()
             .duration_since(meta.epoch())
             .unwrap_or(Duration::ZERO);
-        let must_revalidate = policy::must_revalidate(meta.response_header());
+        // Only max-stale can be refused by the response's own revalidation demands.
+        let must_revalidate =
+            self.directives.max_stale.is_some() && policy::must_revalidate(header, targeted_field);
         match policy::hit_decision(&self.directives, meta.age(), lifetime, must_revalidate) {
             HitDecision::Default => None,
             HitDecision::Revalidate => Some(ForcedFreshness::ForceExpired),
@@ -123,10 +169,14 @@ impl RequestCache {
         self.active() && self.directives.only_if_cached
     }
 
-    /// Remembers what the origin answered before pingora-cache merges or stores it.
-    pub fn note_upstream_response(&mut self, response: &ResponseHeader) {
-        if !self.active() {
-            return;
+    /// Remembers what the origin answered before pingora-cache merges or stores it, and dates
+    /// an answer that came without `Date` (RFC 9110 §6.6.1), so the stored copy keeps it.
+    pub fn note_upstream_response(&mut self, response: &mut ResponseHeader) -> Result<()> {
+        if !self.active() || response.status.is_informational() {
+            return Ok(());
+        }
+        if !response.headers.contains_key(DATE) {
+            response.insert_header(DATE, get_cached_date())?;
         }
         self.forwarded_status = response.status.as_u16();
         self.set_cookies = response
@@ -135,34 +185,83 @@ impl RequestCache {
             .iter()
             .cloned()
             .collect();
-        if response.status == http::StatusCode::NOT_MODIFIED {
+        if response.status == StatusCode::NOT_MODIFIED {
             self.not_modified_headers = Some(response.headers.clone());
         }
+        Ok(())
+    }
+
+    /// Decides, as the upstream's response header arrives, whether the cache will store it;
+    /// `true` then, and the compression module leaves the response as the origin sent it.
+    pub fn decide_storing(
+        &mut self,
+        cache: &HttpCache,
+        req: &RequestHeader,
+        response: &ResponseHeader,
+        rules: &StoreRules<'_>,
+    ) -> bool {
+        let status = response.status;
+        if !cache.enabled() || status.is_informational() || status == StatusCode::NOT_MODIFIED {
+            return false;
+        }
+        let decision = self.storing_decision(req, response, rules);
+        let stored = decision.is_ok();
+        self.decided = Some(decision);
+        stored
+    }
+
+    fn storing_decision(
+        &self,
+        req: &RequestHeader,
+        response: &ResponseHeader,
+        rules: &StoreRules<'_>,
+    ) -> std::result::Result<Freshness, NotStored> {
+        let too_large =
+            super::get().is_some_and(|edge| policy::too_large(response, edge.max_object_size));
+        if too_large {
+            return Err(NotStored::TooLarge);
+        }
+        let facts = policy::StoreFacts {
+            method: &req.method,
+            request_headers: &req.headers,
+            rule: policy::rule_for(rules.rules, req.uri.path()),
+            targeted_field: rules.targeted_field,
+            now: SystemTime::now(),
+            response_delay: rules.started.elapsed(),
+        };
+        policy::storable(&facts, response)
     }
 
     /// Decides storability (RFC 9111 §3) and builds the entry's metadata, counting the
-    /// upstream `Age` through the entry's epoch so freshness does not restart at storage.
+    /// upstream `Age` through the entry's epoch so freshness does not restart at storage. A
+    /// response whose stored body clients may get in another coding is stored with
+    /// `Vary: Accept-Encoding`.
     pub fn response_cacheable(
         &mut self,
         req: &RequestHeader,
         response: &ResponseHeader,
-        rules: &[CacheRule],
+        rules: &StoreRules<'_>,
+        compression: &RequestCompression,
     ) -> RespCacheable {
         let merged = self
             .not_modified_headers
             .take()
             .map(|h| policy::merge_not_modified(response, &h));
-        let response = merged.as_ref().unwrap_or(response);
-        let rule = policy::rule_for(rules, req.uri.path());
-        let too_large =
-            super::get().is_some_and(|edge| policy::too_large(response, edge.max_object_size));
-        let decision = if too_large {
-            Err(NotStored::TooLarge)
-        } else {
-            policy::storable(&req.method, &req.headers, response, rule, SystemTime::now())
+        let decision = match (&merged, self.decided.take()) {
+            (None, Some(decided)) => decided,
+            _ => self.storing_decision(req, merged.as_ref().unwrap_or(response), rules),
         };
         match decision {
-            Ok(freshness) => {
+            Ok(mut freshness) => {
+                if let Some(config) = compression.config() {
+                    if Derivable::of(&freshness.stored_header, config).varies() {
+                        if let Err(e) = crate::compress::policy::add_vary_accept_encoding(
+                            &mut freshness.stored_header,
+                        ) {
+                            tracing::debug!(error = %e, "stored without Vary: Accept-Encoding");
+                        }
+                    }
+                }
                 self.stored = true;
                 self.not_stored = None;
                 RespCacheable::Cacheable(entry_meta(freshness))
@@ -180,6 +279,83 @@ impl RequestCache {
         policy::may_serve_stale(&self.directives, stale_cause(error))
     }
 
+    /// The derivation the stored response this request is served needs, decided once:
+    /// from what the stored representation allows and the request's negotiation.
+    fn planned_derivation(
+        &mut self,
+        cache: &mut HttpCache,
+        header: &ResponseHeader,
+        compression: &RequestCompression,
+    ) -> Option<Derivation> {
+        if let Some(planned) = self.derivation {
+            return planned;
+        }
+        let planned = compression.config().and_then(|config| {
+            let handler = served_reader(cache)?;
+            let derivable = store::derivable(handler, || Derivable::of(header, config))?;
+            derive::plan(derivable, compression, self.range_requested)
+        });
+        self.derivation = Some(planned);
+        planned
+    }
+
+    /// The ranges of a response served from the cache: a stored partial response answers the
+    /// ranges inside it; a derived coding is served whole (its length is not known ahead);
+    /// anything else goes through pingora's range filter.
+    pub fn range_filter(
+        &mut self,
+        cache: &mut HttpCache,
+        req: &RequestHeader,
+        response: &mut ResponseHeader,
+        compression: &RequestCompression,
+    ) -> RangeType {
+        if response.status == StatusCode::PARTIAL_CONTENT {
+            let answer = policy::stored_part(&response.headers).and_then(|part| {
+                let covered = ranges::covered(&req.headers, part)?;
+                ranges::answer_from_part(response, part, covered).ok()
+            });
+            return answer.unwrap_or(RangeType::None);
+        }
+        if self.active()
+            && self
+                .planned_derivation(cache, response, compression)
+                .is_some()
+        {
+            return RangeType::None;
+        }
+        pingora::proxy::range_header_filter(req, response, MAX_MULTIPART_RANGES)
+    }
+
+    /// Serves a stored response in the coding the request negotiated: the reader switches to
+    /// the derived variant (made now if it is the first to ask) and the header says so.
+    pub async fn serve_coding(
+        &mut self,
+        cache: &mut HttpCache,
+        response: &mut ResponseHeader,
+        compression: &RequestCompression,
+        head: bool,
+    ) -> Result<()> {
+        let Some(config) = compression.config() else {
+            return Ok(());
+        };
+        if !self.active() || response.status.is_informational() {
+            return Ok(());
+        }
+        let Some(derivation) = self.planned_derivation(cache, response, compression) else {
+            return Ok(());
+        };
+        if head || response.status == StatusCode::NOT_MODIFIED {
+            return derive::rewrite_header(derivation, response, None);
+        }
+        let Some(handler) = served_reader(cache) else {
+            return Ok(());
+        };
+        match store::select_variant(handler, derivation, config).await {
+            Selected::Variant(length) => derive::rewrite_header(derivation, response, length),
+            Selected::Stored => Ok(()),
+        }
+    }
+
     /// How the cache handled this request; `None` on a route that does not cache.
     pub fn outcome(&self, cache: &HttpCache) -> Option<Outcome> {
         if !self.active() {
@@ -192,8 +368,13 @@ impl RequestCache {
         })
     }
 
-    /// Adds `Cache-Status` and counts the outcome.
+    /// Adds `Cache-Status` and, on a response that fills or refreshes the cache, `Age` (the
+    /// upstream's plus the time Parapet held it, RFC 9111 §4.2.3; hits get theirs from
+    /// pingora-cache); counts the outcome.
     pub fn annotate(&self, cache: &HttpCache, response: &mut ResponseHeader) -> Result<()> {
+        if response.status.is_informational() {
+            return Ok(());
+        }
         let Some(outcome) = self.outcome(cache) else {
             return Ok(());
         };
@@ -202,20 +383,23 @@ impl RequestCache {
         if cache.lock_duration().is_some() && outcome == Outcome::Hit {
             CACHE_METRICS.coalesced.inc();
         }
-        let ttl = cache
-            .maybe_cache_meta()
-            .map(|meta| policy::remaining_ttl(meta.fresh_until(), SystemTime::now()));
+        let meta = cache.maybe_cache_meta();
+        let ttl = meta.map(|meta| policy::remaining_ttl(meta.fresh_until(), SystemTime::now()));
+        let forwarded_now = matches!(outcome, Outcome::Miss | Outcome::Expired);
+        let stored_now = self.stored && forwarded_now;
+        if let Some(meta) = meta.filter(|_| stored_now || revalidated(&phase)) {
+            response.insert_header(AGE, age_header(meta))?;
+        }
         let facts = StatusFacts {
             phase: &phase,
             ttl,
             forwarded_status: self.forwarded_status,
-            stored: self.stored && matches!(outcome, Outcome::Miss | Outcome::Expired),
+            stored: stored_now,
             not_stored: self.not_stored.filter(|_| self.method_cacheable),
             method_not_cacheable: !self.method_cacheable,
             shared_hit: self.shared_hit,
         };
         response.insert_header(CACHE_STATUS, status::cache_status(&facts))?;
-        let forwarded_now = matches!(outcome, Outcome::Miss | Outcome::Expired);
         if forwarded_now && !response.headers.contains_key(http::header::SET_COOKIE) {
             for cookie in &self.set_cookies {
                 response.append_header(http::header::SET_COOKIE, cookie.clone())?;
@@ -234,10 +418,44 @@ impl RequestCache {
     }
 }
 
-/// The entry's metadata, with the epoch set back by the age it had when received.
-fn entry_meta(freshness: policy::Freshness) -> CacheMeta {
+/// The `Age` of a stored response: its age, 2^31 at most; an epoch held at 1970 stands for
+/// an age clamped to 2^31.
+fn age_header(meta: &CacheMeta) -> u64 {
+    if meta.epoch() <= UNIX_EPOCH {
+        return policy::AGE_CAP_SECS;
+    }
+    meta.age().as_secs().min(policy::AGE_CAP_SECS)
+}
+
+fn revalidated(phase: &CachePhase) -> bool {
+    matches!(
+        phase,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_)
+    )
+}
+
+/// The reader of the stored response the request is being served from, if any.
+fn served_reader(cache: &mut HttpCache) -> Option<&mut HitHandler> {
+    match cache.phase() {
+        CachePhase::Hit
+        | CachePhase::Stale
+        | CachePhase::StaleUpdating
+        | CachePhase::Revalidated
+        | CachePhase::RevalidatedNoCache(_) => Some(cache.hit_handler()),
+        CachePhase::Miss | CachePhase::Expired => cache.miss_body_reader(),
+        _ => None,
+    }
+}
+
+/// The entry's metadata, with the epoch set back by the age it had when received. pingora-cache
+/// cannot store a time before 1970, so an age reaching back further (a clamped 2^31) starts
+/// at 1970: stale all the same, and sent as 2^31 (see [`age_header`]).
+fn entry_meta(freshness: Freshness) -> CacheMeta {
     let now = SystemTime::now();
-    let epoch = now.checked_sub(freshness.initial_age).unwrap_or(now);
+    let epoch = now
+        .checked_sub(freshness.initial_age)
+        .unwrap_or(UNIX_EPOCH)
+        .max(UNIX_EPOCH);
     let fresh_until = epoch + freshness.lifetime;
     let mut meta = CacheMeta::new(
         fresh_until,
@@ -262,22 +480,35 @@ fn stale_cause(error: Option<&Error>) -> StaleCause {
     }
 }
 
-/// The variance of this request for a stored response's `Vary`. On a compressing route the
-/// compression decision (coding chosen, codings accepted) stands in for the raw
-/// Accept-Encoding, so thousands of spellings make one variant per outcome.
+/// The variance of this request for a stored response's `Vary`. On a compressing route,
+/// `Accept-Encoding` is left out when the stored coding is one Parapet can derive others from:
+/// every coding is then served from the one stored response.
 pub fn variance(
     meta: &CacheMeta,
     req: &RequestHeader,
-    compression: Option<[u8; 2]>,
+    compression: &RequestCompression,
 ) -> Option<HashBinary> {
-    let decided =
-        compression.map(|[coding, accepted]| format!("coding={coding};accepted={accepted}"));
-    let overrides: Vec<(&str, &str)> = decided
-        .as_deref()
-        .map(|d| ("accept-encoding", d))
-        .into_iter()
-        .collect();
-    key::variance(&key::vary_names(meta.headers()), &req.headers, &overrides)
+    let headers = meta.headers();
+    if !headers.contains_key(http::header::VARY) {
+        return None;
+    }
+    let derives_codings =
+        compression.config().is_some() && crate::compress::policy::derivable_coding(headers);
+    if derives_codings && key::varies_only_on_accept_encoding(headers) {
+        return None;
+    }
+    let names = key::vary_names(headers);
+    let mut builder: Option<VarianceBuilder> = None;
+    for name in &names {
+        if derives_codings && name == http::header::ACCEPT_ENCODING.as_str() {
+            continue;
+        }
+        let value = key::vary_value(name, &req.headers);
+        builder
+            .get_or_insert_with(VarianceBuilder::new)
+            .add_owned_value(name.as_str(), value.into_bytes());
+    }
+    builder.and_then(VarianceBuilder::finalize)
 }
 
 /// Counts body bytes served from the cache.

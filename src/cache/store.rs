@@ -1,95 +1,107 @@
-//! Cache storage on moka: complete entries in a size-bounded moka cache (weighted by body and
-//! header bytes), and entries being filled kept aside so that concurrent readers stream the
-//! body as it arrives (pingora-cache's streaming partial writes).
+//! Cache storage on moka: complete entries in a size-bounded moka cache (weighted by body,
+//! header and derived-variant bytes), entries being filled kept aside (`fill`) so that
+//! concurrent readers stream the body as it arrives, and the choice of the coding a reader
+//! serves (`variants`).
 //!
-//! Lifecycle of an entry: `get_miss_handler` creates a filling entry → the writer appends
-//! body chunks (readers of the filling entry wake on each) → `finish` moves it into moka →
-//! moka evicts by weight, or a purge removes it. A fill that passes `max_object_size` stops
-//! buffering and is never stored; the client still gets the whole response from upstream.
+//! Lifecycle of an entry: `get_miss_handler` creates a fill → its writer appends body pieces
+//! → `finish` moves it into moka (and, with a shared tier, writes it to Redis) → derived
+//! codings are added on demand (re-weighing it; they stay in this instance) → moka evicts it
+//! by weight, or a purge removes it; its variants go with it. A miss in moka looks in the
+//! shared tier before the origin.
 
+use super::fill::{Attached, Filling, MetaBytes, PartialReader, Writer};
+use super::metrics::CACHE_METRICS;
+use super::shared::{self, Found, SharedEntry, SharedTier};
+use super::variants::Variants;
+use crate::compress::derive::{Derivable, Derivation};
+use crate::compress::CompressionConfig;
 use async_trait::async_trait;
 use bytes::Bytes;
+use moka::ops::compute::Op;
 use parking_lot::RwLock;
 use pingora::cache::key::{CacheHashKey, CacheKey};
-use pingora::cache::storage::{
-    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
-};
+use pingora::cache::storage::{HandleHit, HitHandler, MissHandler, PurgeOutcome, PurgeTarget};
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheMeta, PurgeType, Storage};
 use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use tokio::sync::watch;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
-use super::metrics::CACHE_METRICS;
-use super::shared::{self, Found, SharedEntry, SharedTier};
-use std::time::SystemTime;
+/// Memory an entry takes besides its data: its own allocations, the allocator's rounding and
+/// moka's per-entry bookkeeping, measured. Counted in the weight so that `max_size` bounds
+/// memory rather than payload. `memory_check` in tests/it/cache.rs (100,000 keys of 4 KiB through
+/// a 128 MiB cache, debug build, mimalloc) measured 5,870 bytes of RSS per entry, 750 more than
+/// its weight with 768 here (RSS 191.1 MiB, 0.9 MiB under max_size + 64 MiB); hence 1,536.
+const ENTRY_OVERHEAD_BYTES: usize = 1536;
+/// Default [`MokaStorage::with_fill_wait`], the default `lock_timeout`.
+const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Serialized meta: (internal, header), as pingora-cache's `CacheMeta::serialize` gives it.
-type MetaBytes = (Vec<u8>, Vec<u8>);
-
-/// A complete, stored response.
+/// One stored response, the unit a second cache tier (issue 15) serializes: `url` (for purges),
+/// `meta` (pingora-cache's serialized `CacheMeta`: status and header fields, fresh-until,
+/// created and updated times, the epoch that carries its Age, stale windows, variance), `body`
+/// (the origin's representation) and `variants` (the codings derived from `body`).
 pub struct Entry {
     /// `scheme://host:port/path?query`, for purges by URL, prefix or glob.
     pub url: String,
+    /// The moka key (the cache key's combined hash).
+    key: String,
     meta: MetaBytes,
     body: Bytes,
+    /// What the stored representation allows, decided by the first request that asks.
+    derivable: OnceLock<Derivable>,
+    variants: Arc<Variants>,
 }
 
 impl Entry {
-    fn weight(&self, key: &str) -> u32 {
-        let bytes =
-            self.body.len() + self.meta.0.len() + self.meta.1.len() + key.len() + self.url.len();
+    pub fn new(
+        url: String,
+        key: String,
+        meta: MetaBytes,
+        body: Bytes,
+        derivable: Option<Derivable>,
+        variants: Variants,
+    ) -> Entry {
+        let cell = OnceLock::new();
+        if let Some(derivable) = derivable {
+            let _ = cell.set(derivable);
+        }
+        Entry {
+            url,
+            key,
+            meta,
+            body,
+            derivable: cell,
+            variants: Arc::new(variants),
+        }
+    }
+
+    /// Bytes it takes in the store (moka's weight): its data and its bookkeeping.
+    pub fn weight(&self) -> u32 {
+        let bytes = ENTRY_OVERHEAD_BYTES
+            + self.body.len()
+            + self.variants.bytes()
+            + self.meta.0.len()
+            + self.meta.1.len()
+            + self.key.len()
+            + self.url.len();
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FillState {
-    Partial(usize),
-    Complete(usize),
-    /// The writer gave up (error or too large); readers stop with an error.
-    Abandoned,
-}
-
-/// The body of a fill. Bytes before `base` were dropped: once a fill passes
-/// `max_object_size` it will not be stored, and its only reader (the request filling it)
-/// no longer needs what it has read.
-#[derive(Default)]
-struct FillBuffer {
-    data: Vec<u8>,
-    base: usize,
-    trimming: bool,
-}
-
-impl FillBuffer {
-    /// Bytes from absolute offset `from` to `to`, dropping them when trimming.
-    fn take_range(&mut self, from: usize, to: usize) -> Bytes {
-        let (start, end) = (
-            from.saturating_sub(self.base),
-            to.saturating_sub(self.base).min(self.data.len()),
-        );
-        let chunk = Bytes::copy_from_slice(&self.data[start.min(end)..end]);
-        if self.trimming {
-            self.data.drain(..end);
-            self.base += end;
-        }
-        chunk
+    /// The serialized meta: (internal, header).
+    pub fn meta(&self) -> &MetaBytes {
+        &self.meta
     }
-}
 
-/// An entry being filled by one writer.
-struct Filling {
-    id: u64,
-    url: String,
-    meta: MetaBytes,
-    /// Other requests may stream from it only when its size is known and within bounds;
-    /// otherwise only the request filling it reads it.
-    streamable: bool,
-    body: Arc<RwLock<FillBuffer>>,
-    state: watch::Sender<FillState>,
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub fn variants(&self) -> &Variants {
+        &self.variants
+    }
 }
 
 /// The moka-backed store. One instance lives for the process (`&'static`, as pingora-cache
@@ -98,14 +110,16 @@ pub struct MokaStorage {
     complete: moka::sync::Cache<String, Arc<Entry>>,
     filling: RwLock<HashMap<String, Arc<Filling>>>,
     next_fill_id: AtomicU64,
-    max_object_size: usize,
+    pub(super) max_object_size: usize,
+    /// Longest a lookup waits for a fill of unknown length to complete (`lock_timeout`).
+    fill_wait: Duration,
 }
 
 impl MokaStorage {
     pub fn new(max_size: u64, max_object_size: usize) -> Self {
         let complete = moka::sync::Cache::builder()
             .max_capacity(max_size)
-            .weigher(|key: &String, entry: &Arc<Entry>| entry.weight(key))
+            .weigher(|_key: &String, entry: &Arc<Entry>| entry.weight())
             .eviction_listener(|_key, entry: Arc<Entry>, cause| {
                 if cause.was_evicted() {
                     CACHE_METRICS.evictions.inc();
@@ -118,6 +132,29 @@ impl MokaStorage {
             filling: RwLock::new(HashMap::new()),
             next_fill_id: AtomicU64::new(1),
             max_object_size,
+            fill_wait: DEFAULT_FILL_WAIT,
+        }
+    }
+
+    /// Sets how long a lookup waits for a fill of unknown length (default 5 s).
+    pub fn with_fill_wait(mut self, fill_wait: Duration) -> Self {
+        self.fill_wait = fill_wait;
+        self
+    }
+
+    /// A fill of unknown length is not streamed to other readers (it may outgrow
+    /// `max_object_size` and never be stored), so a lookup waits for it to end, up to
+    /// `fill_wait`: concurrent misses still make one upstream request (pingora-cache releases
+    /// its lock as soon as a fill starts).
+    async fn wait_for_unshared_fill(&self, hash: &str) {
+        let fill = self
+            .filling
+            .read()
+            .get(hash)
+            .filter(|f| !f.streamable)
+            .cloned();
+        if let Some(fill) = fill {
+            fill.settled(self.fill_wait).await;
         }
     }
 
@@ -144,10 +181,38 @@ impl MokaStorage {
         doomed.len() + (before - filling.len())
     }
 
+    pub(super) fn insert(&self, entry: Arc<Entry>) {
+        self.complete.insert(entry.key.clone(), entry);
+    }
+
+    /// Forgets fill `id` of `hash` (a newer fill of the same key stays).
+    pub(super) fn forget_fill(&self, hash: &str, id: u64) {
+        let mut filling = self.filling.write();
+        if filling.get(hash).is_some_and(|f| f.id == id) {
+            filling.remove(hash);
+        }
+    }
+
+    /// Weighs `entry` again after a variant was added, unless it was replaced or removed
+    /// meanwhile.
+    fn reweigh(&self, entry: &Arc<Entry>) {
+        self.complete
+            .entry_by_ref(&entry.key)
+            .and_compute_with(|current| match current {
+                Some(current) if Arc::ptr_eq(current.value(), entry) => Op::Put(Arc::clone(entry)),
+                _ => Op::Nop,
+            });
+    }
+
+    fn hit_from_filling(fill: &Arc<Filling>) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1)?;
+        Ok(Some((meta, Box::new(fill.reader()))))
+    }
+
     /// What L1 holds for `hash`: a fill in progress is newer than any stored entry, so it is
     /// preferred (a refreshed response is visible at once), but only when it is sure to
     /// complete (known, bounded size).
-    fn local_hit(&self, hash: &str) -> Result<Option<(CacheMeta, HitHandler)>> {
+    fn local_hit(&'static self, hash: &str) -> Result<Option<(CacheMeta, HitHandler)>> {
         if let Some(fill) = self.filling.read().get(hash).filter(|f| f.streamable) {
             return Self::hit_from_filling(fill);
         }
@@ -155,7 +220,10 @@ impl MokaStorage {
             return Ok(None);
         };
         let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
-        Ok(Some((meta, CompleteReader::boxed(entry, Tier::Local))))
+        Ok(Some((
+            meta,
+            CompleteReader::boxed(self, entry, Tier::Local),
+        )))
     }
 
     /// L1 missed: L2, which may wait for another instance's fill of the same key.
@@ -200,35 +268,127 @@ impl MokaStorage {
 
     /// Copies an L2 entry into L1 and reads it from there; `None` if its meta is unreadable.
     fn admit_shared(
-        &self,
+        &'static self,
         url: String,
         hash: &str,
         shared: SharedEntry,
     ) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&shared.meta.0, &shared.meta.1).ok()?;
-        let entry = Arc::new(Entry {
+        let entry = Arc::new(Entry::new(
             url,
-            meta: shared.meta,
-            body: shared.body,
-        });
-        self.complete.insert(hash.to_string(), Arc::clone(&entry));
-        Some((meta, CompleteReader::boxed(entry, Tier::Shared)))
+            hash.to_string(),
+            shared.meta,
+            shared.body,
+            None,
+            Variants::default(),
+        ));
+        self.insert(Arc::clone(&entry));
+        Some((meta, CompleteReader::boxed(self, entry, Tier::Shared)))
     }
+}
 
-    fn hit_from_filling(fill: &Filling) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1)?;
-        let reader = PartialReader {
-            body: Arc::clone(&fill.body),
-            state: fill.state.subscribe(),
-            read: 0,
+/// Writes a complete entry to the shared tier, when there is one (returns at once). Its
+/// derived codings stay here: each instance derives its own from the stored representation.
+pub(super) fn share(entry: &Entry, meta: &CacheMeta) {
+    if let Some(tier) = shared::get() {
+        let shared = SharedEntry {
+            meta: entry.meta.clone(),
+            body: entry.body.clone(),
         };
-        Ok(Some((meta, Box::new(reader))))
+        let ttl = shared::entry::ttl(meta, SystemTime::now());
+        tier.store(&entry.url, &entry.key, shared, ttl);
     }
+}
+
+/// Gives up this instance's claim on filling `hash` in the shared tier (the fill was not
+/// stored).
+pub(super) fn release_shared_claim(hash: &str) {
+    if let Some(tier) = shared::get() {
+        tier.release(hash);
+    }
+}
+
+/// Where a hit was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This instance's moka cache.
+    Local,
+    /// The shared tier on Redis (then copied into L1).
+    Shared,
+}
+
+/// The tier a hit handler of this store read from (`None` for other handlers).
+pub fn tier_of(hit: &HitHandler) -> Option<Tier> {
+    hit.as_any()
+        .downcast_ref::<CompleteReader>()
+        .map(|reader| reader.tier)
 }
 
 /// The URL a cache key was made from (the primary key text, see `cache::key`).
 fn url_of(key: &CacheKey) -> String {
     key.primary_key_str().unwrap_or_default().to_string()
+}
+
+/// What the stored representation behind a reader allows, decided once per stored response
+/// (`decide` runs for the first request that asks); `None` for a reader of another store.
+pub fn derivable(handler: &HitHandler, decide: impl FnOnce() -> Derivable) -> Option<Derivable> {
+    let any = handler.as_any();
+    if let Some(reader) = any.downcast_ref::<CompleteReader>() {
+        return Some(*reader.entry.derivable.get_or_init(decide));
+    }
+    any.downcast_ref::<PartialReader>()
+        .map(|reader| *reader.fill().derivable.get_or_init(decide))
+}
+
+/// The outcome of [`select_variant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// The reader now serves the derived variant, of this length when known.
+    Variant(Option<usize>),
+    /// It serves the stored body (the variant could not be made).
+    Stored,
+}
+
+/// Makes a reader serve `derivation`'s variant of its stored body instead of the body itself:
+/// taken from the variants made before, or made now (once, however many ask at the same time).
+pub async fn select_variant(
+    handler: &mut HitHandler,
+    derivation: Derivation,
+    config: &Arc<CompressionConfig>,
+) -> Selected {
+    if let Some(reader) = handler.as_any_mut().downcast_mut::<PartialReader>() {
+        match reader.select(derivation, config) {
+            Attached::Streaming => return Selected::Variant(None),
+            Attached::Unavailable => return Selected::Stored,
+            // Stored meanwhile: read the stored entry instead, and take its variant.
+            Attached::Stored(entry) => {
+                let store = reader.fill().store;
+                *handler = CompleteReader::boxed(store, entry, Tier::Local);
+            }
+        }
+    }
+    let Some(reader) = handler.as_any_mut().downcast_mut::<CompleteReader>() else {
+        return Selected::Stored;
+    };
+    let entry = Arc::clone(&reader.entry);
+    match entry
+        .variants
+        .get_or_derive(derivation, &entry.body, config)
+        .await
+    {
+        Ok((variant, derived_here)) => {
+            if derived_here {
+                CACHE_METRICS.derived[derivation.slot()].inc();
+                reader.store.reweigh(&entry);
+            }
+            reader.serve(variant);
+            Selected::Variant(Some(reader.end))
+        }
+        Err(e) => {
+            tracing::warn!(url = %entry.url, error = %e, "cannot derive a variant of a stored response");
+            Selected::Stored
+        }
+    }
 }
 
 #[async_trait]
@@ -239,6 +399,7 @@ impl Storage for MokaStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined();
+        self.wait_for_unshared_fill(&hash).await;
         let local = self.local_hit(&hash)?;
         match (local, shared::get()) {
             (Some(hit), None) => Ok(Some(hit)),
@@ -275,18 +436,14 @@ impl Storage for MokaStorage {
         let hash = key.combined();
         let declared = crate::fields::content_length(meta.headers())
             .and_then(|length| usize::try_from(length).ok());
-        let (state, _) = watch::channel(FillState::Partial(0));
-        let fill = Arc::new(Filling {
-            id: self.next_fill_id.fetch_add(1, Ordering::Relaxed),
-            url: url_of(key),
-            meta: meta.serialize()?,
-            streamable: declared.is_some_and(|length| length <= self.max_object_size),
-            body: Arc::new(RwLock::new(FillBuffer {
-                data: Vec::with_capacity(declared.unwrap_or(0).min(self.max_object_size)),
-                ..FillBuffer::default()
-            })),
-            state,
-        });
+        let fill = Arc::new(Filling::new(
+            self,
+            self.next_fill_id.fetch_add(1, Ordering::Relaxed),
+            url_of(key),
+            meta.serialize()?,
+            declared,
+            self.max_object_size,
+        ));
         self.filling.write().insert(hash.clone(), Arc::clone(&fill));
         Ok(Box::new(Writer {
             store: self,
@@ -330,13 +487,17 @@ impl Storage for MokaStorage {
         let Some(entry) = self.complete.get(&hash) else {
             return Ok(false);
         };
+        // Same body, so the same variants: they follow the entry's new freshness.
         let updated = Arc::new(Entry {
             url: entry.url.clone(),
+            key: entry.key.clone(),
             meta: meta.serialize()?,
             body: entry.body.clone(),
+            derivable: entry.derivable.clone(),
+            variants: Arc::clone(&entry.variants),
         });
-        self.complete.insert(hash.clone(), Arc::clone(&updated));
-        share(&hash, &updated, meta);
+        self.insert(Arc::clone(&updated));
+        share(&updated, meta);
         Ok(true)
     }
 
@@ -349,130 +510,11 @@ impl Storage for MokaStorage {
     }
 }
 
-/// Writes one fill; moves it into the store on `finish`.
-struct Writer {
+/// Reads a complete entry (its body or one of its variants), optionally a byte range of it.
+pub struct CompleteReader {
     store: &'static MokaStorage,
-    hash: String,
-    id_tag: [u8; 8],
-    fill: Arc<Filling>,
-    written: usize,
-    too_large: bool,
-    finished: bool,
-}
-
-impl Writer {
-    fn publish(&self, state: FillState) {
-        self.fill.state.send_replace(state);
-    }
-
-    fn remove_fill(&self) {
-        let mut filling = self.store.filling.write();
-        if filling
-            .get(&self.hash)
-            .is_some_and(|f| f.id == self.fill.id)
-        {
-            filling.remove(&self.hash);
-        }
-    }
-}
-
-#[async_trait]
-impl HandleMiss for Writer {
-    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
-        if !self.too_large && self.written + data.len() > self.store.max_object_size {
-            // Past the bound: it will not be stored. Keep streaming it to the request that
-            // fills it (its only reader), dropping what that reader has already read.
-            self.too_large = true;
-            self.fill.body.write().trimming = true;
-        }
-        self.written += data.len();
-        self.fill.body.write().data.extend_from_slice(&data);
-        self.publish(if eof {
-            FillState::Complete(self.written)
-        } else {
-            FillState::Partial(self.written)
-        });
-        Ok(())
-    }
-
-    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        self.finished = true;
-        self.remove_fill();
-        if self.too_large {
-            // Not stored, but not an error either: the response itself reached its client.
-            self.publish(FillState::Complete(self.written));
-            tracing::debug!(url = %self.fill.url, bytes = self.written, "response larger than max_object_size: not stored");
-            if let Some(tier) = shared::get() {
-                tier.release(&self.hash);
-            }
-            return Ok(MissFinishType::Created(0));
-        }
-        // Copied, not taken: readers streaming this fill may still be reading the buffer.
-        let body = Bytes::copy_from_slice(&self.fill.body.read().data);
-        self.publish(FillState::Complete(body.len()));
-        let entry = Arc::new(Entry {
-            url: self.fill.url.clone(),
-            meta: self.fill.meta.clone(),
-            body,
-        });
-        let size = entry.weight(&self.hash) as usize;
-        self.store
-            .complete
-            .insert(self.hash.clone(), Arc::clone(&entry));
-        if let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) {
-            share(&self.hash, &entry, &meta);
-        }
-        Ok(MissFinishType::Created(size))
-    }
-
-    fn streaming_write_tag(&self) -> Option<&[u8]> {
-        Some(&self.id_tag)
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.publish(FillState::Abandoned);
-            self.remove_fill();
-            if let Some(tier) = shared::get() {
-                tier.release(&self.hash);
-            }
-        }
-    }
-}
-
-/// Writes a complete entry to the shared tier, when there is one (returns at once).
-fn share(hash: &str, entry: &Entry, meta: &CacheMeta) {
-    if let Some(tier) = shared::get() {
-        let shared = SharedEntry {
-            meta: entry.meta.clone(),
-            body: entry.body.clone(),
-        };
-        let ttl = shared::entry::ttl(meta, SystemTime::now());
-        tier.store(&entry.url, hash, shared, ttl);
-    }
-}
-
-/// Where a hit was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// This instance's moka cache.
-    Local,
-    /// The shared tier on Redis (then copied into L1).
-    Shared,
-}
-
-/// The tier a hit handler of this store read from (`None` for other handlers).
-pub fn tier_of(hit: &HitHandler) -> Option<Tier> {
-    hit.as_any()
-        .downcast_ref::<CompleteReader>()
-        .map(|reader| reader.tier)
-}
-
-/// Reads a complete entry, optionally a byte range of it.
-struct CompleteReader {
     entry: Arc<Entry>,
+    body: Bytes,
     start: usize,
     end: usize,
     done: bool,
@@ -480,15 +522,27 @@ struct CompleteReader {
 }
 
 impl CompleteReader {
-    fn boxed(entry: Arc<Entry>, tier: Tier) -> HitHandler {
-        let end = entry.body.len();
-        Box::new(CompleteReader {
+    fn new(store: &'static MokaStorage, entry: Arc<Entry>, tier: Tier) -> CompleteReader {
+        let body = entry.body.clone();
+        CompleteReader {
+            store,
+            end: body.len(),
             entry,
+            body,
             start: 0,
-            end,
             done: false,
             tier,
-        })
+        }
+    }
+
+    fn boxed(store: &'static MokaStorage, entry: Arc<Entry>, tier: Tier) -> HitHandler {
+        Box::new(CompleteReader::new(store, entry, tier))
+    }
+
+    fn serve(&mut self, body: Bytes) {
+        self.start = 0;
+        self.end = body.len();
+        self.body = body;
     }
 }
 
@@ -499,7 +553,7 @@ impl HandleHit for CompleteReader {
             return Ok(None);
         }
         self.done = true;
-        Ok(Some(self.entry.body.slice(self.start..self.end)))
+        Ok(Some(self.body.slice(self.start..self.end)))
     }
 
     async fn finish(
@@ -516,7 +570,7 @@ impl HandleHit for CompleteReader {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let length = self.entry.body.len();
+        let length = self.body.len();
         if start >= length && length > 0 {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -530,67 +584,7 @@ impl HandleHit for CompleteReader {
     }
 
     fn get_eviction_weight(&self) -> usize {
-        self.entry.body.len()
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
-    }
-}
-
-/// Streams a fill in progress: returns new bytes as the writer publishes them.
-struct PartialReader {
-    body: Arc<RwLock<FillBuffer>>,
-    state: watch::Receiver<FillState>,
-    read: usize,
-}
-
-#[async_trait]
-impl HandleHit for PartialReader {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            let state = *self.state.borrow_and_update();
-            let available = match state {
-                FillState::Abandoned => {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        "the cache fill was abandoned",
-                    );
-                }
-                FillState::Complete(total) if total == self.read => return Ok(None),
-                FillState::Complete(total) | FillState::Partial(total) => total,
-            };
-            if available > self.read {
-                let chunk = self.body.write().take_range(self.read, available);
-                if !chunk.is_empty() {
-                    self.read += chunk.len();
-                    return Ok(Some(chunk));
-                }
-            }
-            if self.state.changed().await.is_err() {
-                return Error::e_explain(
-                    ErrorType::InternalError,
-                    "the cache fill ended without completing",
-                );
-            }
-        }
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _storage: &'static (dyn Storage + Sync),
-        _key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn should_count_access(&self) -> bool {
-        false
+        self.body.len()
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
@@ -605,6 +599,8 @@ impl HandleHit for PartialReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::Encoding;
+    use pingora::cache::storage::MissFinishType;
     use pingora::cache::trace::Span;
     use pingora::http::ResponseHeader;
     use std::time::{Duration, SystemTime};
@@ -656,13 +652,24 @@ mod tests {
         length: Option<usize>,
         first: &'static [u8],
     ) -> MissHandler {
+        writer(store, URL, &meta(length), first, false).await
+    }
+
+    /// A fill of `url` with `meta`, `first` written (the whole body with `eof`).
+    async fn writer(
+        store: &'static MokaStorage,
+        url: &str,
+        meta: &CacheMeta,
+        first: &[u8],
+        eof: bool,
+    ) -> MissHandler {
         let span = Span::inactive();
         let mut writer = store
-            .get_miss_handler(&key(URL), &meta(length), &span.handle())
+            .get_miss_handler(&key(url), meta, &span.handle())
             .await
             .expect("miss handler");
         writer
-            .write_body(Bytes::from_static(first), false)
+            .write_body(Bytes::copy_from_slice(first), eof)
             .await
             .expect("first piece");
         writer
@@ -741,10 +748,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fill_of_unknown_size_is_not_shared_with_other_readers() {
-        let store = store(1024);
-        let _writer = start_fill(store, None, b"abc").await;
-        assert!(lookup(store, URL).await.is_none());
+    async fn a_fill_of_unknown_size_is_not_streamed_but_waited_for() {
+        let store: &'static MokaStorage = Box::leak(Box::new(
+            MokaStorage::new(1 << 20, 1024).with_fill_wait(Duration::from_millis(50)),
+        ));
+        let writer = start_fill(store, None, b"abc").await;
+        assert!(
+            lookup(store, URL).await.is_none(),
+            "nothing within the wait"
+        );
+        let waiter = tokio::spawn(lookup_ok(store, URL));
+        tokio::task::yield_now().await;
+        writer.finish().await.expect("finished");
+        assert!(
+            waiter.await.expect("waiter"),
+            "found once the fill completed"
+        );
+    }
+
+    async fn lookup_ok(store: &'static MokaStorage, url: &'static str) -> bool {
+        lookup(store, url).await.is_some()
     }
 
     #[tokio::test]
@@ -759,6 +782,142 @@ mod tests {
         );
         assert!(lookup(store, "http://a.test:80/x/1").await.is_none());
         assert!(lookup(store, "http://a.test:80/y").await.is_some());
+    }
+
+    /// Issue 12: a waiter woken by the lock could look the key up after the fill was forgotten
+    /// but before the entry was stored, miss, and fetch the origin a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_while_a_fill_finishes_finds_the_fill_or_the_entry() {
+        let store = store(1024);
+        for round in 0..200 {
+            let url: &'static str =
+                Box::leak(format!("http://example.test:80/r{round}").into_boxed_str());
+            let span = Span::inactive();
+            let mut writer = store
+                .get_miss_handler(&key(url), &meta(Some(2)), &span.handle())
+                .await
+                .expect("miss handler");
+            writer
+                .write_body(Bytes::from_static(b"ok"), true)
+                .await
+                .expect("written");
+            let looker = tokio::spawn(async move {
+                let mut misses = 0;
+                for _ in 0..50 {
+                    if lookup(store, url).await.is_none() {
+                        misses += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                misses
+            });
+            writer.finish().await.expect("finished");
+            assert_eq!(looker.await.expect("looker"), 0, "round {round}");
+        }
+    }
+
+    fn json_meta(length: usize) -> CacheMeta {
+        let mut meta = meta(Some(length));
+        meta.response_header_mut()
+            .insert_header("content-type", "application/json")
+            .expect("content-type");
+        meta
+    }
+
+    fn to_gzip() -> Derivation {
+        Derivation {
+            from: Encoding::Identity,
+            to: Encoding::Compressed(crate::compress::Algorithm::Gzip),
+        }
+    }
+
+    fn config() -> Arc<CompressionConfig> {
+        Arc::new(CompressionConfig::default())
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .expect("gzip");
+        out
+    }
+
+    const JSON_BODY: &[u8] =
+        b"[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]";
+
+    #[tokio::test]
+    async fn a_variant_of_a_stored_body_is_derived_once_and_counted_in_its_weight() {
+        let store = store(1 << 16);
+        let writer = writer(store, URL, &json_meta(JSON_BODY.len()), JSON_BODY, true).await;
+        writer.finish().await.expect("finished");
+        let weight_before = store.usage().0;
+        let (_, mut first) = lookup(store, URL).await.expect("stored");
+        let (_, mut second) = lookup(store, URL).await.expect("stored");
+        let config = config();
+        let (a, b) = tokio::join!(
+            select_variant(&mut first, to_gzip(), &config),
+            select_variant(&mut second, to_gzip(), &config)
+        );
+        assert!(matches!(a, Selected::Variant(Some(_))), "{a:?}");
+        assert_eq!(a, b);
+        assert_eq!(gunzip(&read_all(&mut first).await), JSON_BODY);
+        assert_eq!(gunzip(&read_all(&mut second).await), JSON_BODY);
+        let entry = store.complete.get(&key(URL).combined()).expect("entry");
+        assert_eq!(entry.variants().made().count(), 1);
+        assert!(store.usage().0 > weight_before, "the variant is weighed");
+    }
+
+    #[tokio::test]
+    async fn a_variant_asked_for_while_the_body_fills_is_made_alongside_and_stored_with_it() {
+        let store = store(1 << 16);
+        let (head, tail) = JSON_BODY.split_at(10);
+        let mut writer = writer(store, URL, &json_meta(JSON_BODY.len()), head, false).await;
+        let (_, mut reader) = lookup(store, URL).await.expect("the fill is visible");
+        let config = config();
+        assert_eq!(
+            select_variant(&mut reader, to_gzip(), &config).await,
+            Selected::Variant(None)
+        );
+        writer
+            .write_body(Bytes::copy_from_slice(tail), true)
+            .await
+            .expect("tail");
+        writer.finish().await.expect("finished");
+        assert_eq!(gunzip(&read_all(&mut reader).await), JSON_BODY);
+        let entry = store.complete.get(&key(URL).combined()).expect("entry");
+        assert_eq!(entry.variants().made().count(), 1, "stored with the entry");
+        let (_, mut hit) = lookup(store, URL).await.expect("stored");
+        assert!(matches!(
+            select_variant(&mut hit, to_gzip(), &config).await,
+            Selected::Variant(Some(_))
+        ));
+        assert_eq!(gunzip(&read_all(&mut hit).await), JSON_BODY);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_is_stored_with_its_length() {
+        let store = store(1024);
+        fill_unknown_length(store, b"abcdef").await;
+        let (meta, _) = lookup(store, URL).await.expect("stored");
+        assert_eq!(
+            meta.headers().get("content-length").map(|v| v.as_bytes()),
+            Some(&b"6"[..])
+        );
+    }
+
+    async fn fill_unknown_length(store: &'static MokaStorage, body: &'static [u8]) {
+        let span = Span::inactive();
+        let mut writer = store
+            .get_miss_handler(&key(URL), &meta(None), &span.handle())
+            .await
+            .expect("miss handler");
+        writer
+            .write_body(Bytes::from_static(body), true)
+            .await
+            .expect("written");
+        writer.finish().await.expect("finished");
     }
 
     #[tokio::test]

@@ -8,8 +8,10 @@
 //!    ([`negotiate`]); it lives in the request's `Ctx`.
 //! 2. `adjust_upstream_modules`: [`RequestCompression::arm`] hands that plan to this request's
 //!    [`CompressionModule`], an *upstream* module: Pingora runs it on the upstream response
-//!    before `upstream_response_filter` and before the cache, so the cache stores the
-//!    compressed variant and a hit is never compressed again.
+//!    before `upstream_response_filter` and before the cache. A response the cache will store
+//!    is left as the origin sent it: the cache keeps the origin's representation once and
+//!    derives every other coding from it ([`derive`]), once per coding, and a hit is never
+//!    compressed again.
 //! 3. The module's header filter decides ([`policy::decide`]): compress, decode an origin
 //!    coding the client does not accept, add `Vary` only, or leave the response alone; and
 //!    rewrites the header ([`policy::apply`]).
@@ -20,6 +22,7 @@
 //!    `parapet_decompression_errors_total`.
 
 pub mod decoder;
+pub mod derive;
 pub mod encoder;
 pub mod metrics;
 mod module;
@@ -175,29 +178,18 @@ impl RequestCompression {
         self.plan.as_ref().map(|p| p.preferred)
     }
 
-    /// Two bytes naming the variant this request gets, for the cache key when the stored
-    /// response has `Vary: Accept-Encoding`: the negotiated coding (0 identity, 1 br, 2 zstd,
-    /// 3 gzip) and a bit per algorithm the client accepts (`1 << Algorithm::index`), which
-    /// decides whether an origin-compressed body is passed through or decoded. `None` when
-    /// compression is off for the route: then only the origin varies, on the raw header.
-    pub fn variance(&self) -> Option<[u8; 2]> {
-        let plan = self.plan.as_ref()?;
-        let coding = match plan.preferred {
-            Encoding::Identity => 0,
-            Encoding::Compressed(algorithm) => algorithm.index() as u8 + 1,
-        };
-        let accepted = Algorithm::ALL
-            .iter()
-            .filter(|a| plan.accept.accepts(**a))
-            .fold(0u8, |bits, a| bits | 1 << a.index());
-        Some([coding, accepted])
+    /// The route's compression settings; `None` when compression is off for it.
+    pub fn config(&self) -> Option<&Arc<CompressionConfig>> {
+        self.plan.as_ref().map(|p| &p.config)
     }
 
     /// Hands the plan to this request's upstream [`CompressionModule`]; call it from
-    /// `adjust_upstream_modules`, before the module sees the response header.
-    pub fn arm(&self, session: &mut Session) {
+    /// `adjust_upstream_modules`, before the module sees the response header. When the cache
+    /// stores the response (`stored_by_cache`) the module leaves it alone: the cache derives
+    /// the coding this request gets from the stored copy.
+    pub fn arm(&self, session: &mut Session, stored_by_cache: bool) {
         if let Some(module) = session.upstream_modules_ctx.get_mut::<CompressionModule>() {
-            module.arm(self.plan.clone());
+            module.arm(self.plan.clone().filter(|_| !stored_by_cache));
         }
     }
 }
@@ -223,18 +215,7 @@ mod tests {
             ..CompressionConfig::default()
         });
         assert_eq!(RequestCompression::new(Some(&off), &req).encoding(), None);
-        assert_eq!(RequestCompression::new(Some(&off), &req).variance(), None);
-    }
-
-    #[test]
-    fn the_variance_names_the_coding_and_the_accepted_set() {
-        let config = Arc::new(CompressionConfig::default());
-        let variance = |ae| RequestCompression::new(Some(&config), &request("GET", ae)).variance();
-        assert_eq!(variance(Some("gzip, deflate, br, zstd")), Some([1, 0b111]));
-        assert_eq!(variance(Some("gzip")), Some([3, 0b100]));
-        assert_eq!(variance(None), Some([0, 0]));
-        // Same negotiated coding, different passthrough answers: different variants.
-        assert_ne!(variance(Some("br")), variance(Some("br, gzip")));
+        assert!(RequestCompression::new(Some(&off), &req).config().is_none());
     }
 
     #[test]
@@ -245,7 +226,6 @@ mod tests {
             .expect("header");
         let plan = RequestCompression::new(Some(&config), &req);
         assert_eq!(plan.encoding(), Some(Encoding::Identity));
-        assert_eq!(plan.variance(), Some([0, 0b001]));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (gRPC, their usual user, is not a compressed type).
 
 use super::decoder::Decoder;
+use super::derive::{decode_counted, encode_counted};
 use super::encoder::Encoder;
 use super::metrics::COMPRESSION;
 use super::negotiate::Algorithm;
@@ -19,7 +20,6 @@ use pingora::http::ResponseHeader;
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora::{Error, ErrorType, Result};
 use std::any::Any;
-use std::time::Instant;
 
 /// Error type of a compressor failure (not expected: it writes to memory).
 const COMPRESSION_ERROR: ErrorType = ErrorType::new("CompressionError");
@@ -183,20 +183,12 @@ impl HttpModule for CompressionModule {
 }
 
 fn encode(algorithm: Algorithm, encoder: &mut Encoder, input: &[u8], end: bool) -> Result<Bytes> {
-    let index = algorithm.index();
-    let started = Instant::now();
-    let result = encoder.encode(input, end);
-    COMPRESSION.seconds[index].inc_by(started.elapsed().as_secs_f64());
-    let output =
-        result.map_err(|e| Error::because(COMPRESSION_ERROR, algorithm.as_str(), e).into_in())?;
-    COMPRESSION.bytes_in[index].inc_by(input.len() as u64);
-    COMPRESSION.bytes_out[index].inc_by(output.len() as u64);
-    Ok(output)
+    encode_counted(algorithm, encoder, input, end)
+        .map_err(|e| Error::because(COMPRESSION_ERROR, algorithm.as_str(), e).into_in())
 }
 
 fn decode(algorithm: Algorithm, decoder: &mut Decoder, input: &[u8], end: bool) -> Result<Bytes> {
-    decoder.decode(input, end).map_err(|e| {
-        COMPRESSION.decompression_errors[algorithm.index()][e.index()].inc();
+    decode_counted(algorithm, decoder, input, end).map_err(|e| {
         // A bad answer from the upstream: refused when the response header has not left yet,
         // else the response is cut. The source is internal, so the server is not marked down
         // (a bad file is not a sick server) and the request is not retried.

@@ -127,6 +127,12 @@ impl AcceptEncoding {
         self.weight(algorithm) > 0
     }
 
+    /// True unless the client refuses an identity body (`identity;q=0`, or `*;q=0` without
+    /// `identity` listed).
+    pub fn accepts_identity(&self) -> bool {
+        self.identity.or(self.any).is_none_or(|weight| weight > 0)
+    }
+
     /// The best of `algorithms` by the client's weights, ties going to the earlier in
     /// `algorithms`; identity when none is acceptable, or when the client weighs identity
     /// (by name or through `*`) strictly above the best coding.

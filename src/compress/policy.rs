@@ -161,7 +161,11 @@ pub fn apply(action: Action, resp: &mut ResponseHeader) -> pingora::Result<()> {
         Action::Untouched => return Ok(()),
         Action::VaryOnly => return add_vary_accept_encoding(resp),
         Action::Compress(algorithm) => {
-            resp.insert_header(CONTENT_ENCODING, algorithm.as_str())?;
+            // Static: no copy of the value on every compressed or derived response.
+            resp.insert_header(
+                CONTENT_ENCODING,
+                HeaderValue::from_static(algorithm.as_str()),
+            )?;
         }
         Action::Decompress(_) => {
             resp.remove_header(&CONTENT_ENCODING);
@@ -221,9 +225,15 @@ pub fn request_forbids_transform(headers: &HeaderMap) -> bool {
     has_no_transform(headers)
 }
 
+/// True when a stored response's coding is one Parapet can derive the others from (identity or
+/// one coding it knows).
+pub fn derivable_coding(headers: &HeaderMap) -> bool {
+    content_coding(headers) != Coding::Other
+}
+
 /// The origin's content coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
+pub(super) enum Coding {
     /// None, or only `identity`.
     Identity,
     /// Exactly one coding Parapet knows.
@@ -232,7 +242,7 @@ enum Coding {
     Other,
 }
 
-fn content_coding(headers: &HeaderMap) -> Coding {
+pub(super) fn content_coding(headers: &HeaderMap) -> Coding {
     let mut found = Coding::Identity;
     for token in list_tokens(headers, &CONTENT_ENCODING) {
         let Some(token) = token else {
@@ -269,7 +279,7 @@ fn list_tokens<'a>(
     })
 }
 
-fn has_no_transform(headers: &HeaderMap) -> bool {
+pub(super) fn has_no_transform(headers: &HeaderMap) -> bool {
     list_tokens(headers, &CACHE_CONTROL)
         .flatten()
         .any(|directive| {
@@ -279,23 +289,29 @@ fn has_no_transform(headers: &HeaderMap) -> bool {
 }
 
 /// A listed type, and a length of at least `min_length` when the length is known.
-fn compressible(headers: &HeaderMap, config: &CompressionConfig) -> bool {
-    let Some(media_type) = headers
+pub(super) fn compressible(headers: &HeaderMap, config: &CompressionConfig) -> bool {
+    compressible_type(headers, config)
+        && crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
+}
+
+/// A `Content-Type` of one of the listed types.
+pub(super) fn compressible_type(headers: &HeaderMap, config: &CompressionConfig) -> bool {
+    headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim())
-    else {
-        return false;
-    };
-    if !config.types.iter().any(|t| t.matches(media_type)) {
-        return false;
-    }
-    crate::fields::content_length(headers).is_none_or(|length| length >= config.min_length)
+        .is_some_and(|media_type| config.types.iter().any(|t| t.matches(media_type)))
+}
+
+/// The edits of a derived variant that a 304 carries: `Vary` and the weakened ETag.
+pub(super) fn apply_validators_only(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    add_vary_accept_encoding(resp)?;
+    weaken_etag(resp)
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it is there already or `Vary: *` says the answer
 /// varies on everything; existing lines are merged into one.
-fn add_vary_accept_encoding(resp: &mut ResponseHeader) -> pingora::Result<()> {
+pub fn add_vary_accept_encoding(resp: &mut ResponseHeader) -> pingora::Result<()> {
     const ACCEPT_ENCODING: &str = "Accept-Encoding";
     let mut merged: Vec<u8> = Vec::new();
     for value in resp.headers.get_all(VARY) {

@@ -63,6 +63,7 @@ pub struct RawCache {
     pub max_size: Option<RawSize>,
     pub max_object_size: Option<RawSize>,
     pub lock_timeout: Option<String>,
+    pub targeted_field: Option<String>,
     #[serde(default)]
     pub rule: Vec<RawCacheRule>,
     pub shared: Option<RawSharedCache>,

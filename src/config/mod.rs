@@ -38,6 +38,9 @@ pub struct Config {
     pub warnings: Vec<Problem>,
 }
 
+/// Default `[cache] targeted_field`: Parapet's own RFC 9213 targeted field.
+pub const DEFAULT_TARGETED_FIELD: &str = "parapet-cache-control";
+
 /// The edge cache (`[cache]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -47,6 +50,9 @@ pub struct CacheConfig {
     pub max_object_size: u64,
     /// Longest wait for another request's fill of the same key (default 5 s).
     pub lock_timeout: Duration,
+    /// RFC 9213 targeted field whose directives govern storing and freshness before
+    /// CDN-Cache-Control and Cache-Control (default `Parapet-Cache-Control`).
+    pub targeted_field: http::HeaderName,
     pub rules: Vec<CacheRule>,
     /// The shared second tier (`[cache.shared]`); `None`: this instance's cache only.
     pub shared: Option<SharedCacheConfig>,

@@ -541,11 +541,29 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
             &path.key("lock_timeout"),
             Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECS),
         ),
+        targeted_field: targeted_field(checker, &raw.targeted_field, &path.key("targeted_field")),
         rules,
         shared: raw
             .shared
             .as_ref()
             .and_then(|shared| shared::build(checker, shared, &path.key("shared"))),
+    }
+}
+
+/// `[cache] targeted_field`: a field name other than the ones RFC 9213 gives fixed meanings.
+fn targeted_field(checker: &mut Checker, raw: &Option<String>, path: &KeyPath) -> http::HeaderName {
+    let default = http::HeaderName::from_static(super::DEFAULT_TARGETED_FIELD);
+    let Some(text) = raw else { return default };
+    match http::HeaderName::from_bytes(text.trim().as_bytes()) {
+        Ok(name) if name == http::header::CACHE_CONTROL => {
+            checker.problem(path, "must not be Cache-Control (it is the field a targeted field takes precedence over)");
+            default
+        }
+        Ok(name) => name,
+        Err(_) => {
+            checker.problem(path, format!("{text:?} is not a header field name"));
+            default
+        }
     }
 }
 
@@ -888,6 +906,21 @@ upstream = "api"
         assert_eq!(api.servers[0].weight, 1);
         assert_eq!(config.routes[0].path_prefix, "/");
         assert!(config.listeners[0].http1 && !config.listeners[0].h2c);
+    }
+
+    #[test]
+    fn the_cache_targeted_field_defaults_to_parapets_own_and_must_be_a_field_name() {
+        let config = parse_and_validate(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(config.cache.targeted_field, "parapet-cache-control");
+        let custom = format!("{GOOD}\n[cache]\ntargeted_field = \"X-Edge-Control\"\n");
+        let config = parse_and_validate(&custom, Path::new("t.toml")).expect("valid");
+        assert_eq!(config.cache.targeted_field, "x-edge-control");
+        for bad in ["not a field", "Cache-Control"] {
+            let text = format!("{GOOD}\n[cache]\ntargeted_field = \"{bad}\"\n");
+            let found = problems(&text);
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].key, "cache.targeted_field");
+        }
     }
 
     #[test]

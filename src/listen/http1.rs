@@ -3,7 +3,7 @@
 //!
 //! - A new connection may stay silent for `header_timeout` (then it is closed without a word,
 //!   as nginx does); a request head must be complete `header_timeout` after its first byte,
-//!   else 408 and close (Pingora reader, vendor patch 5).
+//!   else 408 and close (the vendored `set_header_timeout`).
 //! - Between requests the connection may idle for `keepalive_timeout` (whole seconds, rounded
 //!   up); zero turns keep-alive off. Pingora would otherwise keep it as long as the client's
 //!   `Keep-Alive` header asks, or forever.
@@ -59,7 +59,8 @@ fn whole_seconds(duration: Duration) -> u64 {
 }
 
 /// Serves one HTTP/1.x connection until it closes. Between requests the connection holds only
-/// its stream (vendor patch 3): the session and its buffers are made when the client sends.
+/// its stream (the vendored `next_request_arrives`): the session and its buffers are made when
+/// the client sends.
 pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     timeouts: ClientTimeouts,

@@ -30,9 +30,18 @@ use pingora::cache::{CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, RangeType, Session};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The storing rules of the config the request started under.
+fn store_rules(runtime: &Runtime, started: std::time::Instant) -> cache::request::StoreRules<'_> {
+    cache::request::StoreRules {
+        rules: &runtime.cache_rules,
+        targeted_field: &runtime.cache_targeted_field,
+        started,
+    }
+}
 
 /// Parapet's proxy logic, shared by every listener.
 pub struct Parapet {
@@ -95,17 +104,21 @@ impl ProxyHttp for Parapet {
         ctx.cache.key()
     }
 
-    /// Runs on a cache hit: the request's own Cache-Control may force a revalidation.
+    /// Runs on a cache hit: the request's own Cache-Control may force a revalidation, and a
+    /// stored partial response that lacks the range asked for sends it to the origin.
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         meta: &CacheMeta,
         hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.cache.note_hit(hit_handler);
-        Ok(ctx.cache.hit_freshness(meta))
+        let targeted_field = &ctx.runtime.cache_targeted_field;
+        Ok(ctx
+            .cache
+            .hit_freshness(meta, session.req_header(), targeted_field))
     }
 
     /// Runs before going upstream (miss, expired or uncached). `Ok(false)`: answered here.
@@ -193,15 +206,23 @@ impl ProxyHttp for Parapet {
             .map_err(|refusal| refusal.error(refusal.to_string()))
     }
 
-    /// Runs before the upstream modules (compression) see the response header.
+    /// Runs before the upstream modules (compression) see the response header: a response
+    /// the cache will store is left as the origin sent it (the cache derives the codings).
     async fn adjust_upstream_modules(
         &self,
         session: &mut Session,
-        _upstream_response: &ResponseHeader,
+        upstream_response: &ResponseHeader,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.compression.arm(session);
+        let rules = store_rules(&ctx.runtime, ctx.started);
+        let stored = ctx.cache.decide_storing(
+            &session.cache,
+            session.req_header(),
+            upstream_response,
+            &rules,
+        );
+        ctx.compression.arm(session, stored);
         Ok(())
     }
 
@@ -213,7 +234,7 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.attempts.answered();
-        ctx.cache.note_upstream_response(upstream_response);
+        ctx.cache.note_upstream_response(upstream_response)?;
         headers::rewrite_response(upstream_response)
     }
 
@@ -224,10 +245,10 @@ impl ProxyHttp for Parapet {
         response: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let rules = &ctx.runtime.cache_rules;
+        let rules = store_rules(&ctx.runtime, ctx.started);
         Ok(ctx
             .cache
-            .response_cacheable(session.req_header(), response, rules))
+            .response_cacheable(session.req_header(), response, &rules, &ctx.compression))
     }
 
     /// Runs on a stored response with `Vary`, at lookup and at storage: the request's variant.
@@ -237,16 +258,42 @@ impl ProxyHttp for Parapet {
         ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::request::variance(meta, req, ctx.compression.variance())
+        cache::request::variance(meta, req, &ctx.compression)
+    }
+
+    /// Runs on a response served from the cache, before `response_filter`: the ranges it
+    /// answers.
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> RangeType {
+        let req = session.downstream_session.req_header();
+        ctx.cache
+            .range_filter(&mut session.cache, req, response, &ctx.compression)
     }
 
     /// Runs before the response header goes to the client, proxied or from the cache.
+    /// Interim (1xx) responses pass as the upstream sent them.
     async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        let head = session.req_header().method == http::Method::HEAD;
+        ctx.cache
+            .serve_coding(
+                &mut session.cache,
+                upstream_response,
+                &ctx.compression,
+                head,
+            )
+            .await?;
         headers::add_request_id(upstream_response, &ctx.request_id)?;
         if let Some(server) = &ctx.runtime.settings.server_header {
             upstream_response.insert_header(http::header::SERVER, server.clone())?;

@@ -35,6 +35,8 @@ pub struct Runtime {
     /// What a request can learn from the port it arrived on.
     pub doors: HashMap<u16, DoorFacts>,
     pub cache_rules: Vec<crate::config::CacheRule>,
+    /// `[cache] targeted_field` (RFC 9213), consulted before CDN-Cache-Control.
+    pub cache_targeted_field: http::HeaderName,
 }
 
 /// Facts about the listener on one port.
@@ -106,6 +108,7 @@ impl Runtime {
             upstreams,
             doors: door_facts(config),
             cache_rules: config.cache.rules.clone(),
+            cache_targeted_field: config.cache.targeted_field.clone(),
         }
     }
 

@@ -2038,60 +2038,776 @@ async fn cache_metrics_count_hits_misses_stored_entries_and_hit_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// With compression (issue: compressed once per encoding, stored per encoding)
+// Issue 12: Age and Date, Expires, targeted fields, interim responses, stale edges, ranges, and
+// one origin fetch per object whatever the encodings. One test per numbered rule.
+
+/// `Age` of a response as a number; panics (showing the response) without a valid one.
+#[track_caller]
+fn age_of(response: &RawResponse) -> u64 {
+    response
+        .header("age")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric Age:\n{}", show(response)))
+}
+
+/// Seconds a loaded test machine may take between two steps of a test; Age checks allow it.
+const SLOW_MACHINE_SECS: u64 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_encoding_is_fetched_and_compressed_once_then_every_hit_is_served_stored() {
+async fn issue_12_rule_1_age_counts_the_upstream_age_and_the_time_held_and_ignores_invalid_values()
+{
+    let origin = Origin::start().await;
+    let fresh = |age: &str| {
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Age", age)
+    };
+    origin.script("/age-30", fresh("30"));
+    origin.script("/age-list", fresh("30, 500"));
+    origin.script("/age-negative", fresh("-5"));
+    origin.script("/age-text", fresh("soon"));
+    origin.script("/age-huge", fresh("99999999999999999999"));
+    origin.script("/no-age", Script::counted("v").cache_control("max-age=600"));
+    let edge = Edge::start(&origin).await;
+
+    // The response that fills the cache already carries the upstream's Age plus the time held.
+    for path in ["/age-30", "/age-list"] {
+        let first = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&first).has("stored"),
+            "{path}: {}",
+            show(&first)
+        );
+        let age = age_of(&first);
+        assert!(
+            (30..30 + SLOW_MACHINE_SECS).contains(&age),
+            "{path}: the first response's Age is {age}, not 30 plus the (short) time held"
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert!(age_of(&hit) >= age, "{path}: Age went back");
+    }
+    // Today's first response of a plain origin answer carries Age too.
+    let plain = edge.get("/no-age").await;
+    assert!(age_of(&plain) < SLOW_MACHINE_SECS, "{}", show(&plain));
+
+    // Invalid values are ignored: the response is as young as its Date says, and fresh.
+    for path in ["/age-negative", "/age-text"] {
+        let first = edge.get(path).await;
+        assert!(
+            age_of(&first) < SLOW_MACHINE_SECS,
+            "{path}: {}",
+            show(&first)
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert_eq!(origin.requests(path), 1, "{path}");
+    }
+
+    // A huge value is clamped to 2^31 (no overflow) and makes the response stale, not fresh
+    // forever: the next request goes to the origin again.
+    let huge = edge.get("/age-huge").await;
+    assert_eq!(huge.header("age"), Some("2147483648"), "{}", show(&huge));
+    let again = edge.get("/age-huge").await;
+    assert!(!CacheStatus::of(&again).is_fresh_hit(), "{}", show(&again));
+    assert_eq!(origin.requests("/age-huge"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_2_hits_carry_the_stored_date_and_a_304_replaces_it() {
+    let origin = Origin::start().await;
+    let now = SystemTime::now();
+    let stored_date = http_date(now - Duration::from_secs(100));
+    origin.script(
+        "/dated",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Date", &stored_date),
+    );
+    let revalidated_date = http_date(now - Duration::from_secs(50));
+    origin.script(
+        "/refreshed",
+        Script::counted("v")
+            .cache_control("max-age=1")
+            .header("Age", USED_UP_ONE_SECOND)
+            .header("ETag", "\"r1\"")
+            .header("Date", &stored_date),
+    );
+    let edge = Edge::start(&origin).await;
+
+    edge.get("/dated").await;
+    let hit = edge.get("/dated").await;
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    assert_eq!(
+        hit.header("date"),
+        Some(stored_date.as_str()),
+        "{}",
+        show(&hit)
+    );
+    assert!(
+        age_of(&hit) >= 100,
+        "Age counts from the stored Date: {}",
+        show(&hit)
+    );
+
+    assert_body(&edge.get("/refreshed").await, "v1", "first GET");
+    origin.script(
+        "/refreshed",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("ETag", "\"r1\"")
+            .header("Date", &revalidated_date)
+            .conditional(),
+    );
+    let revalidated = edge.get("/refreshed").await;
+    assert_body(&revalidated, "v1", "the stored body after the 304");
+    assert_eq!(origin.requests("/refreshed"), 2);
+    let hit = edge.get("/refreshed").await;
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    assert_eq!(
+        hit.header("date"),
+        Some(revalidated_date.as_str()),
+        "the 304's Date replaced the stored one: {}",
+        show(&hit)
+    );
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as the obsolete RFC 850 form, in lower case.
+fn rfc850_lowercase(imf: &str) -> String {
+    const DAYS: [(&str, &str); 7] = [
+        ("Mon", "monday"),
+        ("Tue", "tuesday"),
+        ("Wed", "wednesday"),
+        ("Thu", "thursday"),
+        ("Fri", "friday"),
+        ("Sat", "saturday"),
+        ("Sun", "sunday"),
+    ];
+    let parts: Vec<&str> = imf
+        .trim_end_matches(',')
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let day = DAYS
+        .iter()
+        .find(|(short, _)| *short == parts[0])
+        .expect("day")
+        .1;
+    format!(
+        "{day}, {}-{}-{} {} gmt",
+        parts[1],
+        parts[2].to_lowercase(),
+        &parts[3][2..],
+        parts[4]
+    )
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as asctime: `Sun Nov  6 08:49:37 1994`.
+fn asctime(imf: &str) -> String {
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let day: u32 = parts[1].parse().expect("day");
+    format!(
+        "{} {} {day:>2} {} {}",
+        parts[0], parts[2], parts[4], parts[3]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_3_expires_is_read_in_all_three_date_forms_and_an_invalid_one_means_expired()
+{
+    let origin = Origin::start().await;
+    let in_ten_minutes = http_date(SystemTime::now() + Duration::from_secs(600));
+    let forms = [
+        ("/imf", in_ten_minutes.clone()),
+        ("/rfc850", rfc850_lowercase(&in_ten_minutes)),
+        ("/asctime", asctime(&in_ten_minutes)),
+    ];
+    for (path, expires) in &forms {
+        origin.script(path, Script::counted("v").header("Expires", expires));
+    }
+    for path in ["/invalid", "/zero"] {
+        let expires = if path == "/zero" { "0" } else { "next week" };
+        origin.script(path, Script::counted("v").header("Expires", expires));
+    }
+    let edge = Edge::start(&origin).await;
+
+    for (path, expires) in &forms {
+        let first = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&first).has("stored"),
+            "{path} (Expires: {expires}): {}",
+            show(&first)
+        );
+        let hit = edge.get(path).await;
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path} (Expires: {expires}): {}",
+            show(&hit)
+        );
+        assert_eq!(origin.requests(path), 1, "{path}");
+    }
+    for path in ["/invalid", "/zero"] {
+        assert_body(&edge.get(path).await, "v1", path);
+        assert_body(&edge.get(path).await, "v2", path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_4_targeted_fields_govern_the_cache_and_cache_control_reaches_the_client() {
+    let origin = Origin::start().await;
+    let script = |cc: &str| Script::counted("v").cache_control(cc);
+    origin.script(
+        "/cdn",
+        script("no-store").header("CDN-Cache-Control", "max-age=600"),
+    );
+    origin.script(
+        "/own",
+        script("no-store")
+            .header("CDN-Cache-Control", "no-store")
+            .header("Parapet-Cache-Control", "max-age=600"),
+    );
+    origin.script(
+        "/cdn-refuses",
+        script("max-age=600").header("CDN-Cache-Control", "no-store"),
+    );
+    origin.script(
+        "/invalid",
+        script("max-age=600").header("CDN-Cache-Control", "max-age = 5,,"),
+    );
+    origin.script(
+        "/configured",
+        script("no-store").header("X-Edge-Control", "max-age=600"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    for path in ["/cdn", "/own", "/invalid"] {
+        let first = edge.get(path).await;
+        let hit = edge.get(path).await;
+        assert_body(&hit, "v1", path);
+        assert!(
+            CacheStatus::of(&hit).is_fresh_hit(),
+            "{path}: {}",
+            show(&hit)
+        );
+        assert_eq!(
+            first.header("cache-control"),
+            hit.header("cache-control"),
+            "{path}"
+        );
+    }
+    let hit = edge.get("/cdn").await;
+    assert_eq!(
+        hit.header("cache-control"),
+        Some("no-store"),
+        "Cache-Control goes to the client unchanged: {}",
+        show(&hit)
+    );
+    assert_body(&edge.get("/cdn-refuses").await, "v1", "/cdn-refuses");
+    assert_body(&edge.get("/cdn-refuses").await, "v2", "/cdn-refuses");
+
+    // The default targeted field is Parapet-Cache-Control; another name can be configured.
+    assert_body(&edge.get("/configured").await, "v1", "/configured");
+    assert_body(&edge.get("/configured").await, "v2", "/configured");
+    let configured = Edge::with(
+        &origin,
+        CACHED_ROUTE,
+        &format!("{CACHE_TABLE}targeted_field = \"X-Edge-Control\"\n"),
+    )
+    .await;
+    assert_body(&configured.get("/configured").await, "v3", "/configured");
+    let hit = configured.get("/configured").await;
+    assert_body(&hit, "v3", "/configured, configured field");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+}
+
+/// Sends `GET path` over raw HTTP/1.1 and returns the interim responses and the final one.
+async fn get_with_interims(
+    addr: SocketAddr,
+    path: &str,
+) -> (Vec<crate::harness::Interim>, RawResponse) {
+    let mut connection = RawConnection::open(addr).await;
+    connection
+        .send(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await;
+    connection.response_and_interims().await
+}
+
+/// Sends `GET path` over h2c with the h2 crate; the interim responses and the final one.
+async fn h2_get_with_interims(
+    addr: SocketAddr,
+    path: &str,
+) -> (Vec<http::Response<()>>, http::Response<h2::RecvStream>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .expect("request");
+    let (mut response, _) = client.send_request(request, true).expect("send");
+    let mut interims = Vec::new();
+    let final_response = crate::harness::within("h2 response", async {
+        while let Some(interim) = std::future::poll_fn(|cx| response.poll_informational(cx)).await {
+            interims.push(interim.expect("interim response"));
+        }
+        response.await.expect("final response")
+    })
+    .await;
+    (interims, final_response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_5_interim_responses_reach_http1_and_http2_clients_first_and_are_never_stored(
+) {
+    let origin = Origin::start().await;
+    let early = || {
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .interim(102, &[])
+            .interim(103, &[("Link", "</style.css>; rel=preload; as=style")])
+    };
+    origin.script("/early", early());
+    origin.script("/early-h2", early());
+    let edge = Edge::start(&origin).await;
+
+    let (interims, response) = get_with_interims(edge.addr(), "/early").await;
+    let statuses: Vec<u16> = interims.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [102, 103], "HTTP/1.1: {interims:?}");
+    assert!(
+        interims[1]
+            .1
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("link") && v.contains("style.css")),
+        "the 103 keeps its Link: {interims:?}"
+    );
+    assert_body(&response, "v1", "HTTP/1.1 final response");
+    assert_eq!(response.header("link"), None, "{}", show(&response));
+    assert!(CacheStatus::of(&response).has("stored"));
+
+    // What was stored is the final response alone.
+    let (interims, hit) = get_with_interims(edge.addr(), "/early").await;
+    assert!(
+        interims.is_empty(),
+        "a hit replays no interim response: {interims:?}"
+    );
+    assert_body(&hit, "v1", "hit");
+    assert!(CacheStatus::of(&hit).is_fresh_hit());
+    assert_eq!(hit.header("link"), None, "{}", show(&hit));
+
+    let (interims, response) = h2_get_with_interims(edge.addr(), "/early-h2").await;
+    let statuses: Vec<u16> = interims.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [102, 103], "HTTP/2");
+    assert!(
+        interims[1].headers().get("link").is_some(),
+        "the 103 keeps its Link: {:?}",
+        interims[1]
+    );
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("link").is_none(), "{response:?}");
+    assert_eq!(origin.requests("/early-h2"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_6_revalidation_edges_must_understand_and_accept_language_normalization() {
+    let origin = Origin::start().await;
+    let strict = [
+        ("/must-revalidate", "max-age=1, must-revalidate"),
+        ("/proxy-revalidate", "max-age=1, proxy-revalidate"),
+        ("/no-cache", "no-cache, max-age=600"),
+        ("/s-maxage", "s-maxage=1, stale-if-error=600"),
+    ];
+    for (path, cc) in strict {
+        origin.script(
+            path,
+            Script::fixed("stored body")
+                .cache_control(cc)
+                .header("Age", USED_UP_ONE_SECOND)
+                .header("ETag", "\"s1\""),
+        );
+    }
+    origin.script(
+        "/must-understand",
+        Script::counted("v").cache_control("max-age=600, must-understand, no-store"),
+    );
+    origin.script(
+        "/must-understand-unknown",
+        Script::counted("v")
+            .status(299)
+            .cache_control("max-age=600, must-understand, no-store"),
+    );
+    origin.script(
+        "/languages",
+        Script::counted("v")
+            .cache_control("max-age=600")
+            .header("Vary", "Accept-Language"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    for (path, cc) in strict {
+        assert_body(&edge.get(path).await, "stored body", path);
+        origin.script(path, Script::fixed("").unanswered());
+        let response = edge
+            .get_with(path, &[("Cache-Control", "max-stale=600")])
+            .await;
+        assert!(
+            matches!(response.status, 502 | 504) && response.text() != "stored body",
+            "{path} ({cc}): the origin hung up on the revalidation, yet: {}",
+            show(&response)
+        );
+    }
+
+    edge.get("/must-understand").await;
+    let hit = edge.get("/must-understand").await;
+    assert_body(&hit, "v1", "must-understand with a known status");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    edge.get("/must-understand-unknown").await;
+    edge.get("/must-understand-unknown").await;
+    assert_eq!(origin.requests("/must-understand-unknown"), 2, "not stored");
+
+    let first = edge
+        .get_with("/languages", &[("Accept-Language", "en-US, fr;q=0.5")])
+        .await;
+    assert_body(&first, "v1", "first language variant");
+    let reordered = edge
+        .get_with("/languages", &[("Accept-Language", "FR; q=0.5,en-us")])
+        .await;
+    assert_body(&reordered, "v1", "same languages, other order and case");
+    assert!(
+        CacheStatus::of(&reordered).is_fresh_hit(),
+        "{}",
+        show(&reordered)
+    );
+    let other = edge
+        .get_with("/languages", &[("Accept-Language", "de")])
+        .await;
+    assert_body(&other, "v2", "another language");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_7_ranges_of_stored_responses_are_answered_from_the_cache() {
+    let origin = Origin::start().await;
+    let body = pattern(2048);
+    origin.script(
+        "/file",
+        Script::fixed(body.clone())
+            .cache_control("max-age=600")
+            .content_type("application/json"),
+    );
+    origin.script(
+        "/partial",
+        Script::fixed("efghij")
+            .status(206)
+            .cache_control("max-age=600")
+            .header("Content-Range", "bytes 4-9/10"),
+    );
+    let edge = Edge::start(&origin).await;
+    let text = |range: std::ops::Range<usize>| String::from_utf8_lossy(&body[range]).into_owned();
+
+    // The first request is itself a range: it is answered from the fill.
+    let first = edge.get_with("/file", &[("Range", "bytes=0-4")]).await;
+    assert_eq!(first.status, 206, "{}", show(&first));
+    assert_eq!(first.text(), text(0..5));
+    for (range, from, to) in [("bytes=10-19", 10, 20), ("bytes=-5", 2043, 2048)] {
+        let response = edge
+            .get_with(
+                "/file",
+                &[("Range", range), ("Accept-Encoding", "gzip, br")],
+            )
+            .await;
+        assert_eq!(response.status, 206, "{range}: {}", show(&response));
+        assert_eq!(
+            response.header("content-range"),
+            Some(format!("bytes {from}-{}/2048", to - 1).as_str()),
+            "{range}"
+        );
+        assert_eq!(response.text(), text(from..to), "{range}");
+        assert!(
+            CacheStatus::of(&response).is_hit(),
+            "{range}: {}",
+            show(&response)
+        );
+    }
+    let multi = edge
+        .get_with("/file", &[("Range", "bytes=0-1,100-101")])
+        .await;
+    assert_eq!(multi.status, 206, "{}", show(&multi));
+    assert!(
+        multi
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/byteranges")),
+        "{}",
+        show(&multi)
+    );
+    let parts = multi.text();
+    assert!(parts.contains("Content-Range: bytes 0-1/2048") && parts.contains(&text(0..2)));
+    assert!(parts.contains("Content-Range: bytes 100-101/2048") && parts.contains(&text(100..102)));
+    let unsatisfiable = edge.get_with("/file", &[("Range", "bytes=5000-")]).await;
+    assert_eq!(unsatisfiable.status, 416, "{}", show(&unsatisfiable));
+    assert_eq!(unsatisfiable.header("content-range"), Some("bytes */2048"));
+    assert_eq!(
+        origin.requests("/file"),
+        1,
+        "every range came from the cache"
+    );
+
+    // A stored 206 is reused for the ranges it covers, and only those.
+    let stored = edge.get_with("/partial", &[("Range", "bytes=4-9")]).await;
+    assert_eq!((stored.status, stored.text().as_str()), (206, "efghij"));
+    let inside = edge.get_with("/partial", &[("Range", "bytes=5-7")]).await;
+    assert_eq!(inside.status, 206, "{}", show(&inside));
+    assert_eq!(inside.text(), "fgh");
+    assert_eq!(inside.header("content-range"), Some("bytes 5-7/10"));
+    assert!(CacheStatus::of(&inside).is_hit(), "{}", show(&inside));
+    assert_eq!(origin.requests("/partial"), 1);
+    edge.get_with("/partial", &[("Range", "bytes=0-3")]).await;
+    assert_eq!(
+        origin.requests("/partial"),
+        2,
+        "bytes outside the stored part"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_8_a_hundred_requests_in_five_encodings_make_one_origin_fetch() {
+    // Each object is fetched once and compressed once per coding, whatever the spread of its
+    // requests over encodings: 100 requests for one sent with Content-Length (its fill is
+    // streamed to the waiters), 25 for one sent chunked (its fill is waited for). The figures
+    // are printed for the issue note.
     let origin = Origin::start().await;
     let body = format!(
         "[{}]",
         vec!["{\"id\":1,\"name\":\"parapet\"}"; 2000].join(",")
     );
-    origin.script(
-        "/api/list",
+    let json = || {
         Script::fixed(body.clone())
             .cache_control("max-age=60")
-            .content_type("application/json"),
-    );
+            .content_type("application/json")
+            .delay(Duration::from_millis(300))
+    };
+    origin.script("/api/list", json());
+    origin.script("/api/chunked", json().chunked());
     let edge = Edge::start(&origin).await;
-    let codings = ["br", "zstd", "gzip"];
-    const HITS_PER_CODING: usize = 5;
-    for coding in codings {
-        for n in 0..=HITS_PER_CODING {
-            // Different spellings of the same preference share the variant.
-            let accept = if n % 2 == 0 {
-                coding.to_string()
-            } else {
-                format!("{coding};q=1.0")
-            };
-            let response = edge
-                .get_with("/api/list", &[("Accept-Encoding", accept.as_str())])
-                .await;
-            assert_eq!(response.status, 200);
-            assert_eq!(
-                response.header("content-encoding"),
-                Some(coding),
-                "{}",
-                show(&response)
-            );
-            if n > 0 {
-                let status = CacheStatus::of(&response);
-                assert!(status.is_hit(), "{coding} #{n}: {status}");
-            }
-        }
-    }
-    assert_eq!(
-        origin.requests("/api/list"),
-        codings.len(),
-        "one origin fetch per encoding"
-    );
-    let metrics = edge.proxy.metrics().await;
-    for coding in codings {
+    // (Accept-Encoding, the coding served)
+    let encodings: [(&str, Option<&str>); 5] = [
+        ("br", Some("br")),
+        ("zstd", Some("zstd")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+        ("gzip;q=0.5, br;q=0.9", Some("br")),
+    ];
+    let tasks: Vec<_> = (0..125)
+        .map(|n| {
+            let (accept, expected) = encodings[n % encodings.len()];
+            let path = if n < 100 { "/api/list" } else { "/api/chunked" };
+            let addr = edge.addr();
+            tokio::spawn(async move {
+                let response = send(addr, "GET", path, &[("Accept-Encoding", accept)]).await;
+                (accept, expected, response)
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (accept, expected, response) = task.await.expect("client task");
+        statuses.push(format!(
+            "{accept}: {}",
+            response.header("cache-status").unwrap_or("-")
+        ));
+        assert_eq!(response.status, 200, "{accept}: {}", show(&response));
+        let coding = response.header("content-encoding");
+        assert_eq!(coding, expected, "{accept}: {}", show(&response));
         assert_eq!(
-            metrics.value("parapet_compressions_total", &[("algorithm", coding)]),
-            1.0,
-            "{coding} compressed more than once:\n{}",
+            crate::compression::decode(coding, &response.body),
+            body.as_bytes(),
+            "{accept}: the body decodes to the origin's"
+        );
+        assert!(
+            response
+                .header("vary")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")),
+            "{accept}: {}",
+            show(&response)
+        );
+    }
+    for path in ["/api/list", "/api/chunked"] {
+        assert_eq!(
+            origin.requests(path),
+            1,
+            "{path}: one origin fetch: {statuses:#?}"
+        );
+    }
+    let metrics = edge.proxy.metrics().await;
+    for coding in ["br", "zstd", "gzip"] {
+        let compressions = metrics.value("parapet_compressions_total", &[("algorithm", coding)]);
+        let derived = metrics.value(
+            "parapet_cache_variants_derived_total",
+            &[("coding", coding)],
+        );
+        assert_eq!(
+            (compressions, derived),
+            (2.0, 2.0),
+            "{coding}: one compression per object:\n{}",
             metrics.text
         );
     }
+    let cache_lines: Vec<&str> = metrics
+        .text
+        .lines()
+        .filter(|l| {
+            l.starts_with("parapet_cache_")
+                || l.starts_with("parapet_compressions_total")
+                || l.starts_with("parapet_decompressions_total")
+                || l.starts_with("parapet_compression_bytes")
+        })
+        .collect();
+    eprintln!(
+        "origin fetches: /api/list {}, /api/chunked {}\n{}",
+        origin.requests("/api/list"),
+        origin.requests("/api/chunked"),
+        cache_lines.join("\n")
+    );
+    let answered = responses(&metrics, "miss") + responses(&metrics, "hit");
+    assert_eq!(answered, 125.0, "{}", metrics.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_rule_8_a_response_the_origin_compressed_is_decoded_or_transcoded_from_its_one_stored_copy(
+) {
+    let origin = Origin::start().await;
+    let body = format!("[{}]", vec!["{\"id\":2,\"name\":\"edge\"}"; 1000].join(","));
+    origin.script(
+        "/api/gzipped",
+        Script::fixed(crate::compression::compress("gzip", body.as_bytes()))
+            .cache_control("max-age=600")
+            .content_type("application/json")
+            .header("Content-Encoding", "gzip"),
+    );
+    let edge = Edge::start(&origin).await;
+    // (Accept-Encoding, the coding served): as stored, re-encoded, decoded.
+    for (accept, expected) in [
+        ("gzip", Some("gzip")),
+        ("br", Some("br")),
+        ("identity", None),
+        ("zstd", Some("zstd")),
+        ("br", Some("br")),
+    ] {
+        let response = edge
+            .get_with("/api/gzipped", &[("Accept-Encoding", accept)])
+            .await;
+        assert_eq!(response.status, 200, "{accept}: {}", show(&response));
+        let coding = response.header("content-encoding");
+        assert_eq!(coding, expected, "{accept}: {}", show(&response));
+        assert_eq!(
+            crate::compression::decode(coding, &response.body),
+            body.as_bytes(),
+            "{accept}: the body decodes to the origin's"
+        );
+    }
+    assert_eq!(origin.requests("/api/gzipped"), 1, "one origin fetch");
+    let metrics = edge.proxy.metrics().await;
+    let value = |name: &str, label: (&str, &str)| metrics.value(name, &[label]);
+    assert_eq!(
+        (
+            value("parapet_decompressions_total", ("algorithm", "gzip")),
+            value("parapet_compressions_total", ("algorithm", "br")),
+            value("parapet_compressions_total", ("algorithm", "zstd")),
+            value("parapet_compressions_total", ("algorithm", "gzip")),
+        ),
+        (3.0, 1.0, 1.0, 0.0),
+        "gzip decoded once per derived coding (br, identity, zstd), each coding made once:\n{}",
+        metrics.text
+    );
+}
+
+/// Distinct keys of the memory check.
+const MEMORY_CHECK_KEYS: usize = 100_000;
+/// `[cache] max_size` of the memory check, and the RSS allowed on top of it.
+const MEMORY_CHECK_MAX_SIZE_MIB: u64 = 128;
+const MEMORY_CHECK_HEADROOM_MIB: u64 = 64;
+
+/// Memory check (issue 12): 100,000 distinct 4 KiB responses through a 128 MiB cache keep the
+/// process's RSS under max_size + 64 MiB. Ignored, as it takes a minute or more on a loaded
+/// machine; run it with `cargo test --test it -- --ignored --nocapture memory_check`. It prints
+/// the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn memory_check_100000_keys_of_4_kib_stay_under_max_size_plus_64_mib() {
+    let origin = Origin::start().await;
+    origin.fallback(
+        Script::fixed(pattern(4096))
+            .cache_control("max-age=600")
+            .content_type("application/octet-stream"),
+    );
+    let cache = format!(
+        "[cache]\nmax_size = \"{MEMORY_CHECK_MAX_SIZE_MIB}MiB\"\nmax_object_size = \"1MiB\"\n"
+    );
+    let edge = Edge::with(&origin, CACHED_ROUTE, &cache).await;
+    let rss_at_start = edge
+        .proxy
+        .metrics()
+        .await
+        .value("parapet_process_resident_memory_bytes", &[]);
+    let client = crate::harness::client();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, next, base) = (client.clone(), next.clone(), edge.url("/k/"));
+            tokio::spawn(async move {
+                let mut failures = 0;
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= MEMORY_CHECK_KEYS {
+                        return failures;
+                    }
+                    match get_checked(&client, &format!("{base}{n}")).await {
+                        Some(4096) => {}
+                        _ => failures += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failures = 0;
+    for worker in workers {
+        failures += worker.await.expect("worker");
+    }
+    let metrics = edge.proxy.metrics().await;
+    let rss = metrics.value("parapet_process_resident_memory_bytes", &[]);
+    let stored = metrics.value("parapet_cache_stored_bytes", &[]);
+    let entries = metrics.value("parapet_cache_entries", &[]);
+    let evictions = metrics.value("parapet_cache_evictions_total", &[]);
+    let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+    eprintln!(
+        "memory check: {MEMORY_CHECK_KEYS} keys of 4 KiB in {:.1} s, {failures} failures; RSS {:.1} MiB ({:.1} MiB at start, {:.0} bytes more per entry), stored {:.1} MiB in {entries} entries, {evictions} evictions (max_size {MEMORY_CHECK_MAX_SIZE_MIB} MiB)",
+        started.elapsed().as_secs_f64(),
+        mib(rss),
+        mib(rss_at_start),
+        (rss - rss_at_start) / entries,
+        mib(stored),
+    );
+    assert_eq!(failures, 0);
+    assert!(
+        mib(rss) < (MEMORY_CHECK_MAX_SIZE_MIB + MEMORY_CHECK_HEADROOM_MIB) as f64,
+        "RSS {:.1} MiB is over max_size + 64 MiB",
+        mib(rss)
+    );
+    assert!(mib(stored) <= MEMORY_CHECK_MAX_SIZE_MIB as f64);
+}
+
+/// GETs `url`: the body length of a 200, else `None`.
+async fn get_checked(client: &reqwest::Client, url: &str) -> Option<usize> {
+    let response = client.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.bytes().await.ok().map(|b| b.len())
 }

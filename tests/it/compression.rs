@@ -49,7 +49,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
     match coding {
         "gzip" => gzip(data),
         "br" => {
@@ -65,7 +65,7 @@ fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a whole body in `coding` with the same crates the proxy uses.
-fn decode(coding: Option<&str>, data: &[u8]) -> Vec<u8> {
+pub(crate) fn decode(coding: Option<&str>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match coding {
         None => out.extend_from_slice(data),

@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::harness::{
-    admin_table, dev_certs, eventually, reserve_addr, servers, within, Backend, Proxy, POLL_STEP,
-    READY_TIMEOUT,
+    admin_table, dev_certs, eventually, reserve_addr, servers, within, Backend, Origin, Proxy,
+    Script, POLL_STEP, READY_TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -213,20 +213,43 @@ impl H3Client {
         }
         stream.finish().await?;
         let response = stream.recv_response().await?;
-        let mut body = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await? {
-            while chunk.has_remaining() {
-                let piece = chunk.chunk();
-                body.extend_from_slice(piece);
-                let n = piece.len();
-                chunk.advance(n);
-            }
-        }
+        let body = read_h3_body(&mut stream).await?;
         Ok(H3Response {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
             body,
         })
+    }
+
+    /// GETs `path` and reads every response on the stream: the interim (1xx) ones, then the
+    /// final one whole.
+    async fn get_with_interims(&self, path: &str) -> (Vec<http::Response<()>>, H3Response) {
+        let request = self.request("GET", path).body(()).expect("request");
+        let exchange = async {
+            let mut send = self.send.clone();
+            let mut stream = send.send_request(request).await?;
+            stream.finish().await?;
+            let mut interims = Vec::new();
+            let response = loop {
+                let response = stream.recv_response().await?;
+                if !response.status().is_informational() {
+                    break response;
+                }
+                interims.push(response);
+            };
+            let body = read_h3_body(&mut stream).await?;
+            Ok::<_, StreamError>((
+                interims,
+                H3Response {
+                    status: response.status().as_u16(),
+                    headers: response.headers().clone(),
+                    body,
+                },
+            ))
+        };
+        within(&format!("h3 GET {path}"), exchange)
+            .await
+            .unwrap_or_else(|e| panic!("h3 GET {path}: {e}"))
     }
 
     async fn get(&self, path: &str) -> H3Response {
@@ -235,6 +258,22 @@ impl H3Client {
             .await
             .unwrap_or_else(|e| panic!("h3 GET {path}: {e}"))
     }
+}
+
+/// Reads a response body to its end.
+async fn read_h3_body(
+    stream: &mut h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) -> Result<Vec<u8>, StreamError> {
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await? {
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            body.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body)
 }
 
 impl Drop for H3Client {
@@ -536,6 +575,33 @@ async fn h3_get_is_proxied_with_host_from_authority_and_via() {
             "a bodiless GET carries no {name}"
         );
     }
+}
+
+/// Issue 12, rule 5 over HTTP/3: interim responses come before the final one, whose fields stay
+/// its own, and a cached route stores only the final response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_clients_get_the_interim_responses_before_the_final_one() {
+    let origin = Origin::start().await;
+    origin.script(
+        "/early",
+        Script::fixed("final")
+            .cache_control("max-age=600")
+            .interim(103, &[("Link", "</app.js>; rel=preload; as=script")]),
+    );
+    let setup = start(&[origin.addr()], "", "cache = true").await;
+    let (interims, response) = setup.client.get_with_interims("/early").await;
+    let statuses: Vec<u16> = interims.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [103], "{interims:?}");
+    assert!(interims[0].headers().get("link").is_some(), "{interims:?}");
+    assert_eq!((response.status, response.text().as_str()), (200, "final"));
+    assert_eq!(response.header("link"), None, "{response:?}");
+    let (interims, hit) = setup.client.get_with_interims("/early").await;
+    assert!(
+        interims.is_empty(),
+        "a hit replays no interim response: {interims:?}"
+    );
+    assert_eq!((hit.status, hit.text().as_str()), (200, "final"));
+    assert_eq!(origin.requests("/early"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,19 +156,41 @@ async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<H
     Ok((status, headers))
 }
 
-/// Reads the status line and headers of the final response (1xx skipped).
-async fn read_final_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<Header>)> {
+/// An interim (1xx) response: status and header lines.
+pub type Interim = (u16, Vec<Header>);
+
+/// Reads the status line and headers of the final response, and the interim ones before it.
+async fn read_heads<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> io::Result<(Vec<Interim>, u16, Vec<Header>)> {
+    let mut interims = Vec::new();
     loop {
         let (status, headers) = read_head(r).await?;
         if !(100..200).contains(&status) || status == 101 {
-            return Ok((status, headers));
+            return Ok((interims, status, headers));
         }
+        interims.push((status, headers));
     }
+}
+
+/// Reads the status line and headers of the final response (1xx skipped).
+async fn read_final_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<Header>)> {
+    let (_, status, headers) = read_heads(r).await?;
+    Ok((status, headers))
 }
 
 /// Reads one final response (1xx skipped) from a raw HTTP/1.1 connection.
 pub async fn read_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<RawResponse> {
-    let (status, headers) = read_final_head(r).await?;
+    read_response_and_interims(r)
+        .await
+        .map(|(_, response)| response)
+}
+
+/// Reads one final response and the interim (1xx) responses that came before it.
+pub async fn read_response_and_interims<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> io::Result<(Vec<Interim>, RawResponse)> {
+    let (interims, status, headers) = read_heads(r).await?;
     let body = if status == 204 || status == 304 {
         Vec::new()
     } else if let Some(body) = read_framed_body(r, &headers).await? {
@@ -178,11 +200,14 @@ pub async fn read_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Raw
         r.read_to_end(&mut body).await?;
         body
     };
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
+    Ok((
+        interims,
+        RawResponse {
+            status,
+            headers,
+            body,
+        },
+    ))
 }
 
 /// Bounds a client-side await by [`CLIENT_TIMEOUT`], so a hang fails the test.
@@ -216,6 +241,13 @@ impl RawConnection {
 
     pub async fn response(&mut self) -> RawResponse {
         within("response", read_response(&mut self.stream))
+            .await
+            .expect("read response")
+    }
+
+    /// The interim (1xx) responses and the final response, in the order they came.
+    pub async fn response_and_interims(&mut self) -> (Vec<Interim>, RawResponse) {
+        within("response", read_response_and_interims(&mut self.stream))
             .await
             .expect("read response")
     }

@@ -79,6 +79,8 @@ pub struct Script {
     date: bool,
     /// Adds `x-request-body-len: N`, the length of the request body received.
     echo_body_length: bool,
+    /// Interim (1xx) responses sent before the final one: status and header lines.
+    interim: Vec<(u16, Vec<Header>)>,
     /// Closes the connection without answering (a crashing handler).
     unanswered: bool,
 }
@@ -97,6 +99,7 @@ impl Script {
             until_close: false,
             date: true,
             echo_body_length: false,
+            interim: Vec::new(),
             unanswered: false,
         }
     }
@@ -193,6 +196,17 @@ impl Script {
     /// Adds `x-request-body-len: N`, the length of the request body received.
     pub fn echo_body_length(mut self) -> Script {
         self.echo_body_length = true;
+        self
+    }
+
+    /// Sends an interim response (`status` 100-199, with `headers`) before the final one; several
+    /// are sent in the order added.
+    pub fn interim(mut self, status: u16, headers: &[(&str, &str)]) -> Script {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.interim.push((status, headers));
         self
     }
 
@@ -415,6 +429,12 @@ async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
         if !script.delay.is_zero() {
             tokio::time::sleep(script.delay).await;
         }
+        if write_interim(stream.get_mut(), &script.interim)
+            .await
+            .is_err()
+        {
+            return;
+        }
         let not_modified = script.not_modified(&request);
         let status = if not_modified { 304 } else { script.status };
         let mut head = format!("HTTP/1.1 {status} Scripted\r\n");
@@ -470,6 +490,23 @@ async fn origin_connection(stream: TcpStream, state: Arc<OriginState>) {
             return;
         }
     }
+}
+
+/// Writes each interim response head and flushes it, so it leaves before the final one.
+async fn write_interim(
+    stream: &mut TcpStream,
+    interim: &[(u16, Vec<Header>)],
+) -> std::io::Result<()> {
+    for (status, headers) in interim {
+        let mut head = format!("HTTP/1.1 {status} Interim\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
+    }
+    Ok(())
 }
 
 fn append_chunk(out: &mut Vec<u8>, data: &[u8]) {

@@ -895,6 +895,19 @@ impl Session {
         }
     }
 
+    /// Writes the interim (1xx) responses among `tasks` and drops the rest: the tasks of a batch
+    /// in which the cache took over the response, whose final header and body the cache serves.
+    pub(crate) async fn write_interim_tasks(&mut self, tasks: Vec<HttpTask>) -> Result<()> {
+        let interim: Vec<HttpTask> = tasks
+            .into_iter()
+            .filter(|t| matches!(t, HttpTask::Header(h, _) if h.status.is_informational()))
+            .collect();
+        if !interim.is_empty() {
+            self.write_response_tasks(interim).await?;
+        }
+        Ok(())
+    }
+
     pub async fn write_response_tasks(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
         let mut seen_upgraded = self.downstream_task_seen_upgraded || self.was_upgraded();
         for task in tasks.iter_mut() {

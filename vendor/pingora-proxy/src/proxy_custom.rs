@@ -352,6 +352,8 @@ where
         }
 
         if !serve_from_cache.should_send_to_downstream() {
+            // Interim responses that came in the batch before the cache took over still go out.
+            session.write_interim_tasks(filtered_tasks).await?;
             // TODO: need to derive response_done from filtered_tasks in case downstream failed already
             return Ok(None);
         }

@@ -892,7 +892,11 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // A Date the response already has (from the origin, or stored by a cache) stays:
+            // RFC 9110 §6.6.1 asks a recipient only to add one that is missing.
+            if !header.headers.contains_key(header::DATE) {
+                header.insert_header(header::DATE, date::get_cached_date())?;
+            }
 
             // TODO: make these lazy static
             let connection_value = if self.will_keepalive() {

@@ -627,10 +627,7 @@ impl HttpSession {
         }
 
         if header.status.is_informational() {
-            // ignore informational response 1xx header because send_response() can only be called once
-            // https://github.com/hyperium/h2/issues/167
-            debug!("ignoring informational headers");
-            return Ok(());
+            return self.write_informational_header(*header);
         }
 
         if self.response_written.as_ref().is_some() {
@@ -639,7 +636,11 @@ impl HttpSession {
         }
 
         /* update headers */
-        header.insert_header(header::DATE, get_cached_date())?;
+        // A Date the response already has (from the origin, or stored by a cache) stays:
+        // RFC 9110 §6.6.1 asks a recipient only to add one that is missing.
+        if !header.headers.contains_key(header::DATE) {
+            header.insert_header(header::DATE, get_cached_date())?;
+        }
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
@@ -720,6 +721,26 @@ impl HttpSession {
     }
 
     /// Similar to [Self::write_response_header], this function takes a reference instead
+    /// Sends an interim (1xx) response before the final one (h2 0.4.20 `send_informational`).
+    /// 101 has no meaning in HTTP/2 (RFC 9113 §8.6) and is dropped, as are interim responses
+    /// after the final one.
+    fn write_informational_header(&mut self, mut header: ResponseHeader) -> Result<()> {
+        if header.status == StatusCode::SWITCHING_PROTOCOLS || self.response_written.is_some() {
+            debug!("ignoring informational headers");
+            return Ok(());
+        }
+        for name in [header::TRANSFER_ENCODING, header::CONNECTION, header::UPGRADE] {
+            header.remove_header(&name);
+        }
+        header.remove_header(&HeaderName::from_static("keep-alive"));
+        header.remove_header(&HeaderName::from_static("proxy-connection"));
+        let interim = Response::from_parts(header.as_owned_parts(), ());
+        self.send_response.send_informational(interim).or_err(
+            ErrorType::WriteError,
+            "while writing h2 informational response to downstream",
+        )
+    }
+
     pub fn write_response_header_ref(&mut self, header: &ResponseHeader, end: bool) -> Result<()> {
         self.write_response_header(Box::new(header.clone()), end)
     }
