@@ -170,6 +170,7 @@ impl Control {
                 source,
             })?;
         let config = Config::parse(&text, &self.config_path)?;
+        config.log_warnings();
         Ok((config, config_hash(&text)))
     }
 

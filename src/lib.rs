@@ -2,7 +2,8 @@
 //!
 //! One request's path: a door of `listen` accepts HTTP/1.1, h2c, h2 over TLS (`tls` picks the
 //! certificate by SNI) or HTTP/3 over QUIC, and hands the request to the one shared proxy
-//! (`proxy`). Its phases, in Pingora's order: admit the request (size limits, the route from
+//! (`proxy`). Its phases, in Pingora's order: admit the request (`validate_request` checks it as
+//! the RFCs demand, then size limits, the route from
 //! `route`, the request id), let the edge cache answer (`cache`), pick a server of the route's
 //! upstream by balance and health and retry safely (`upstream`), forward it with the
 //! forwarding headers (`proxy::headers`), and stream the answer back, compressed when the
@@ -35,3 +36,4 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 pub mod upstream;
+pub mod validate_request;

@@ -66,12 +66,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsAction {
-    /// Write ca.crt/ca.key and localhost.crt/localhost.key (localhost, 127.0.0.1, ::1) into DIR.
+    /// Write ca.crt/ca.key and localhost.crt/localhost.key (localhost, 127.0.0.1, ::1) into DIR;
+    /// keys are readable by their owner only, and an existing CA is kept unless --force.
     /// Trust ca.crt in a browser or pass it to clients (curl --cacert); never use in production.
     Dev {
         /// Where to write the files.
         #[arg(short, long, value_name = "DIR", default_value = DEFAULT_CERT_DIR)]
         dir: PathBuf,
+        /// Replace an existing CA (clients that trusted the old one stop trusting the leaf).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -127,7 +131,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in loaded.warning_lines() {
+                    eprintln!("{warning}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -138,8 +145,8 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Certs {
-            action: CertsAction::Dev { dir },
-        } => match parapet::tls::make_dev_certificates(&dir) {
+            action: CertsAction::Dev { dir, force },
+        } => match parapet::tls::write_dev_certificates(&dir, force) {
             Ok(files) => {
                 for file in files {
                     println!("wrote {}", file.display());
@@ -155,7 +162,10 @@ fn main() -> ExitCode {
             parapet::signals::catch_early();
             init_logging();
             match load(&config) {
-                Ok(config) => parapet::server::run(config, upgrade),
+                Ok(config) => {
+                    config.log_warnings();
+                    parapet::server::run(config, upgrade)
+                }
                 Err(code) => code,
             }
         }

@@ -11,6 +11,7 @@
 //! no-store`, no `Server` header unless `[server] server_header` sets one, and keeps the client
 //! connection unless the refusal or the drain says to close it.
 
+use crate::validate_request::Violation;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
@@ -38,6 +39,12 @@ pub enum Refusal {
     /// The upstream's body is in a coding that cannot be decoded for this client.
     UndecodableUpstreamBody,
     MalformedRequest,
+    /// A request the validator refuses (RFC 9110, 9112, 9113, 9114).
+    InvalidRequest(Violation),
+    /// The request-target is longer than `max_request_line_size` (or than Pingora reads).
+    TargetTooLong,
+    /// `Expect` with an expectation other than `100-continue` (RFC 9110 §10.1.1).
+    ExpectationFailed,
     ClientTimeout,
     Internal,
     /// A status Pingora chose itself (an `HTTPStatus` error it raised).
@@ -56,7 +63,9 @@ impl Refusal {
             | Refusal::AllServersTried
             | Refusal::UpstreamFailure
             | Refusal::UndecodableUpstreamBody => 502,
-            Refusal::MalformedRequest => 400,
+            Refusal::MalformedRequest | Refusal::InvalidRequest(_) => 400,
+            Refusal::TargetTooLong => 414,
+            Refusal::ExpectationFailed => 417,
             Refusal::ClientTimeout => 408,
             Refusal::Internal => 500,
             Refusal::Status(code) => code,
@@ -78,6 +87,9 @@ impl Refusal {
             Refusal::UpstreamFailure => "the upstream server failed to answer",
             Refusal::UndecodableUpstreamBody => "the upstream body cannot be decoded",
             Refusal::MalformedRequest => "the request could not be parsed",
+            Refusal::InvalidRequest(violation) => violation.message(),
+            Refusal::TargetTooLong => "the request target is longer than this server accepts",
+            Refusal::ExpectationFailed => "only the expectation 100-continue is supported",
             Refusal::ClientTimeout => "the request was not received in time",
             Refusal::Internal => "an internal error occurred",
             Refusal::Status(code) => reason_phrase(code),
@@ -91,6 +103,9 @@ impl Refusal {
         matches!(
             self,
             Refusal::MalformedRequest
+                | Refusal::InvalidRequest(_)
+                | Refusal::TargetTooLong
+                | Refusal::ExpectationFailed
                 | Refusal::ClientTimeout
                 | Refusal::BodyTooLarge
                 | Refusal::ConnectNotSupported
@@ -113,6 +128,8 @@ impl Refusal {
         }
         let refusal = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(0), _) => return None,
+            (ErrorType::HTTPStatus(408), ErrorSource::Downstream) => Refusal::ClientTimeout,
+            (ErrorType::HTTPStatus(414), ErrorSource::Downstream) => Refusal::TargetTooLong,
             (ErrorType::HTTPStatus(code), _) => Refusal::Status(*code),
             (_, ErrorSource::Upstream) if is_timeout(e) => Refusal::UpstreamTimeout,
             (_, ErrorSource::Upstream) => Refusal::UpstreamFailure,
@@ -127,6 +144,15 @@ impl Refusal {
             _ => Refusal::Internal,
         };
         Some(refusal)
+    }
+}
+
+impl From<Violation> for Refusal {
+    fn from(violation: Violation) -> Refusal {
+        match violation {
+            Violation::TargetTooLong => Refusal::TargetTooLong,
+            other => Refusal::InvalidRequest(other),
+        }
     }
 }
 
@@ -303,6 +329,9 @@ mod tests {
             (PurgeNotHere, 405, "405 Method Not Allowed: PURGE is accepted on the admin listener only", false),
             (ConnectNotSupported, 405, "405 Method Not Allowed: CONNECT is not supported by this reverse proxy", true),
             (MalformedRequest, 400, "400 Bad Request: the request could not be parsed", true),
+            (InvalidRequest(Violation::MissingHost), 400, "400 Bad Request: the request has no Host header", true),
+            (TargetTooLong, 414, "414 URI Too Long: the request target is longer than this server accepts", true),
+            (ExpectationFailed, 417, "417 Expectation Failed: only the expectation 100-continue is supported", true),
             (ClientTimeout, 408, "408 Request Timeout: the request was not received in time", true),
             (BodyTooLarge, 413, "413 Payload Too Large: the request body is larger than this server accepts", true),
             (HeaderTooLarge, 431, "431 Request Header Fields Too Large: the request head is larger than this server accepts", false),
@@ -385,6 +414,13 @@ mod tests {
     }
 
     #[test]
+    fn violations_are_400_except_a_long_target_which_is_414() {
+        assert_eq!(Refusal::from(Violation::TargetTooLong).status(), 414);
+        assert_eq!(Refusal::from(Violation::InvalidHost).status(), 400);
+        assert_eq!(Refusal::from(Violation::FieldValueWhitespace).status(), 400);
+    }
+
+    #[test]
     fn failures_map_to_the_statuses_clients_get() {
         let of = |kind: ErrorType, source: ErrorSource| {
             Refusal::of_error(&Error::create(kind, source, None, None))
@@ -407,6 +443,14 @@ mod tests {
         assert_eq!(
             of(ErrorType::InvalidHTTPHeader, Downstream),
             Some(Refusal::MalformedRequest)
+        );
+        assert_eq!(
+            of(ErrorType::HTTPStatus(408), Downstream),
+            Some(Refusal::ClientTimeout)
+        );
+        assert_eq!(
+            of(ErrorType::HTTPStatus(414), Downstream),
+            Some(Refusal::TargetTooLong)
         );
         assert_eq!(
             of(ErrorType::HTTPStatus(416), Internal),

@@ -117,6 +117,8 @@ pub enum TlsError {
     },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{} already exists: clients may trust it, so it is kept (pass --force to replace the CA and the leaf)", .0.display())]
+    CaExists(PathBuf),
 }
 
 /// Loads a PEM chain and key and checks that they belong together.
@@ -288,23 +290,29 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Makes `ca.crt`/`ca.key` (a local CA, kept if present) and `localhost.crt`/`localhost.key`
-/// (a leaf for localhost, 127.0.0.1 and ::1 signed by it) in `dir`.
+/// Makes `ca.crt`/`ca.key` (a local CA) and `localhost.crt`/`localhost.key` (a leaf for
+/// localhost, 127.0.0.1 and ::1 signed by it) in `dir`, keys with mode 0600. A CA already in
+/// `dir` is never overwritten: that is [`TlsError::CaExists`].
 pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
+    write_dev_certificates(dir, false)
+}
+
+/// Like [`make_dev_certificates`]; with `force`, an existing CA in `dir` is replaced too.
+pub fn write_dev_certificates(dir: &Path, force: bool) -> Result<Vec<PathBuf>, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
     };
+    for name in [DEV_CA_CERT, DEV_CA_KEY] {
+        let path = dir.join(name);
+        if !force && path.exists() {
+            return Err(TlsError::CaExists(path));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|source| TlsError::CreateDir {
         path: dir.to_path_buf(),
         source,
     })?;
-    let write = |name: &str, text: &str| -> Result<PathBuf, TlsError> {
-        let path = dir.join(name);
-        match std::fs::write(&path, text) {
-            Ok(()) => Ok(path),
-            Err(source) => Err(TlsError::Write { path, source }),
-        }
-    };
+    let write = |name: &str, text: &str, mode: u32| write_file(&dir.join(name), text, mode);
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -338,11 +346,40 @@ pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
     let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key)?;
 
     Ok(vec![
-        write("ca.crt", &ca_cert.pem())?,
-        write("ca.key", &ca_key.serialize_pem())?,
-        write("localhost.crt", &leaf_cert.pem())?,
-        write("localhost.key", &leaf_key.serialize_pem())?,
+        write(DEV_CA_CERT, &ca_cert.pem(), PUBLIC_MODE)?,
+        write(DEV_CA_KEY, &ca_key.serialize_pem(), PRIVATE_KEY_MODE)?,
+        write("localhost.crt", &leaf_cert.pem(), PUBLIC_MODE)?,
+        write("localhost.key", &leaf_key.serialize_pem(), PRIVATE_KEY_MODE)?,
     ])
+}
+
+const DEV_CA_CERT: &str = "ca.crt";
+const DEV_CA_KEY: &str = "ca.key";
+/// Private keys are readable by their owner only; certificates by anyone.
+const PRIVATE_KEY_MODE: u32 = 0o600;
+const PUBLIC_MODE: u32 = 0o644;
+
+/// Writes `text` to `path` with `mode`, also when the file already existed with another.
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<PathBuf, TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            file.write_all(text.as_bytes())
+        });
+    match written {
+        Ok(()) => Ok(path.to_path_buf()),
+        Err(source) => Err(TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +388,8 @@ mod tests {
 
     #[test]
     fn dev_certificates_load_and_cover_localhost() {
-        let dir = std::env::temp_dir().join(format!("parapet-tls-test-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().to_path_buf();
         make_dev_certificates(&dir).expect("generated");
         let leaf = load_certificate(&dir.join("localhost.crt"), &dir.join("localhost.key"))
             .expect("loads");
@@ -366,17 +404,39 @@ mod tests {
         );
         let missing = load_certificate(&dir.join("nope.crt"), &dir.join("ca.key")).unwrap_err();
         assert!(missing.to_string().contains("nope.crt"), "{missing}");
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dev_keys_are_private_and_an_existing_ca_is_kept_without_force_issue_17() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path();
+        make_dev_certificates(dir).expect("generated");
+        let mode = |name: &str| {
+            let metadata = std::fs::metadata(dir.join(name)).expect("written");
+            metadata.permissions().mode() & 0o777
+        };
+        assert_eq!((mode("ca.key"), mode("localhost.key")), (0o600, 0o600));
+        assert_eq!((mode("ca.crt"), mode("localhost.crt")), (0o644, 0o644));
+        let ca = std::fs::read(dir.join("ca.crt")).expect("ca");
+        let refused = make_dev_certificates(dir).unwrap_err();
+        assert!(matches!(refused, TlsError::CaExists(_)), "{refused}");
+        assert_eq!(std::fs::read(dir.join("ca.crt")).expect("ca"), ca);
+        std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        write_dev_certificates(dir, true).expect("forced");
+        assert_ne!(std::fs::read(dir.join("ca.crt")).expect("ca"), ca);
+        assert_eq!(mode("ca.key"), 0o600);
     }
 
     #[test]
     fn sni_prefers_exact_then_one_label_wildcards_then_the_default() {
         let key = |n: u8| {
-            let dir = std::env::temp_dir().join(format!("parapet-sni-{}-{n}", std::process::id()));
+            let temp = tempfile::tempdir().expect("tempdir");
+            let dir = temp.path().join(n.to_string());
             make_dev_certificates(&dir).expect("generated");
             let loaded = load_certificate(&dir.join("localhost.crt"), &dir.join("localhost.key"))
                 .expect("loads");
-            let _ = std::fs::remove_dir_all(&dir);
             loaded.key
         };
         let (first, exact, wild) = (key(1), key(2), key(3));

@@ -40,8 +40,11 @@ pub struct RawAccessLog {
 pub struct RawServer {
     pub threads: Option<usize>,
     pub grace_period: Option<String>,
-    pub max_request_header_size: Option<String>,
-    pub max_request_body_size: Option<String>,
+    pub max_request_header_size: Option<RawSize>,
+    pub max_request_body_size: Option<RawSize>,
+    pub max_request_line_size: Option<RawSize>,
+    pub header_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
     pub upgrade_socket: Option<String>,
     pub server_header: Option<String>,
 }
@@ -50,14 +53,15 @@ pub struct RawServer {
 pub struct RawListener {
     pub address: String,
     pub protocols: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub certificate: Vec<RawCertificate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCache {
-    pub max_size: Option<String>,
-    pub max_object_size: Option<String>,
+    pub max_size: Option<RawSize>,
+    pub max_object_size: Option<RawSize>,
     pub lock_timeout: Option<String>,
     pub targeted_field: Option<String>,
     #[serde(default)]
@@ -73,8 +77,8 @@ pub struct RawSharedCache {
     pub ca_file: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
-    pub max_object_size: Option<String>,
-    pub chunk_size: Option<String>,
+    pub max_object_size: Option<RawSize>,
+    pub chunk_size: Option<RawSize>,
     pub pool_size: Option<u32>,
     pub lock_timeout: Option<String>,
     pub breaker_failures: Option<u32>,
@@ -98,17 +102,17 @@ pub struct RawCertificate {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHttp2 {
     pub max_concurrent_streams: Option<u32>,
-    pub max_header_list_size: Option<String>,
-    pub initial_stream_window: Option<String>,
-    pub initial_connection_window: Option<String>,
+    pub max_header_list_size: Option<RawSize>,
+    pub initial_stream_window: Option<RawSize>,
+    pub initial_connection_window: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawHttp3 {
     pub max_concurrent_streams: Option<u32>,
-    pub max_field_section_size: Option<String>,
-    pub stream_receive_window: Option<String>,
-    pub receive_window: Option<String>,
+    pub max_field_section_size: Option<RawSize>,
+    pub stream_receive_window: Option<RawSize>,
+    pub receive_window: Option<RawSize>,
     pub idle_timeout: Option<String>,
 }
 
@@ -173,7 +177,7 @@ pub struct RawCompression {
     pub gzip_level: Option<i64>,
     pub brotli_level: Option<i64>,
     pub zstd_level: Option<i64>,
-    pub max_decompressed_size: Option<String>,
+    pub max_decompressed_size: Option<RawSize>,
     pub max_ratio: Option<i64>,
 }
 

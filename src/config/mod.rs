@@ -1,9 +1,11 @@
 //! Configuration: the TOML file under `conf/` read into typed, validated runtime structs.
 //!
-//! Pipeline: text → `file::RawConfig` (serde, unknown keys rejected) → `validate::build`
+//! Pipeline: text → `file::RawConfig` (`deserialize`: serde, every wrong type and unknown key
+//! collected) → `validate::build`
 //! (units, addresses, cross-references; every problem collected) → [`Config`], which has no
 //! open defaults left. Every problem is reported as `FILE:LINE:key: message`.
 
+mod deserialize;
 mod file;
 pub mod locate;
 pub mod units;
@@ -31,6 +33,9 @@ pub struct Config {
     pub http3: Http3Limits,
     pub cache: CacheConfig,
     pub compression: crate::compress::CompressionConfig,
+    /// Keys that do nothing as written (e.g. `hash_key` without `balance = "hash"`); the
+    /// config is valid, `parapet check` and the start log show them.
+    pub warnings: Vec<Problem>,
 }
 
 /// Default `[cache] targeted_field`: Parapet's own RFC 9213 targeted field.
@@ -171,6 +176,14 @@ pub struct ServerSettings {
     pub max_request_header_size: usize,
     /// Largest request body accepted before 413 (default 16 MiB).
     pub max_request_body_size: u64,
+    /// Longest request target accepted before 414 (default 8 KiB).
+    pub max_request_line_size: usize,
+    /// A request head not complete this long after its first byte gets 408 and the
+    /// connection is closed; also how long a new connection may stay silent (default 10 s).
+    pub header_timeout: Duration,
+    /// How long an idle client keep-alive connection is kept; zero turns keep-alive off
+    /// (default 75 s).
+    pub keepalive_timeout: Duration,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
     /// `Server` on every response when set; none by default.
@@ -186,6 +199,9 @@ pub struct ListenerConfig {
     pub h2: bool,
     /// HTTP/3 over QUIC on the same port (UDP).
     pub h3: bool,
+    /// Client connections open at once; those beyond are accepted and closed at once, and
+    /// counted (default 10000).
+    pub max_connections: usize,
     /// Non-empty for a TLS listener; the first is the default certificate.
     pub certificates: Vec<CertificateConfig>,
 }
@@ -298,21 +314,24 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl Problem {
+    /// `FILE:LINE:KEY: message` (line and key when known).
+    pub fn located(&self, file: &str) -> String {
+        match (self.line, self.key.is_empty()) {
+            (0, _) => format!("{file}: {}", self.message),
+            (line, true) => format!("{file}:{line}: {}", self.message),
+            (line, false) => format!("{file}:{line}:{}: {}", self.key, self.message),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (n, problem) in self.problems.iter().enumerate() {
             if n > 0 {
                 writeln!(f)?;
             }
-            match (problem.line, problem.key.is_empty()) {
-                (0, _) => write!(f, "{}: {}", self.file, problem.message)?,
-                (line, true) => write!(f, "{}:{}: {}", self.file, line, problem.message)?,
-                (line, false) => write!(
-                    f,
-                    "{}:{}:{}: {}",
-                    self.file, line, problem.key, problem.message
-                )?,
-            }
+            f.write_str(&problem.located(&self.file))?;
         }
         Ok(())
     }
@@ -333,6 +352,29 @@ impl Config {
             }],
         })?;
         Self::parse(&text, path)
+    }
+
+    /// The warnings, each as `FILE:LINE:KEY: warning: message`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let file = self.source.display().to_string();
+        self.warnings
+            .iter()
+            .map(|w| {
+                let message = format!("warning: {}", w.message);
+                Problem {
+                    message,
+                    ..w.clone()
+                }
+                .located(&file)
+            })
+            .collect()
+    }
+
+    /// Logs the warnings (at start and on each reload).
+    pub fn log_warnings(&self) {
+        for line in self.warning_lines() {
+            tracing::warn!("{line}");
+        }
     }
 
     /// Validates `text` as if read from `path` (used by `load` and by tests).

@@ -14,8 +14,6 @@ pub enum UnitError {
     UnknownDurationUnit { text: String, unit: String },
     #[error("invalid duration \"{0}\": too large")]
     DurationTooLarge(String),
-    #[error("invalid size \"{0}\": add a unit (B, KiB, MiB, GiB)")]
-    SizeWithoutUnit(String),
     #[error("invalid size \"{text}\": unknown unit \"{unit}\" (use B, KiB, MiB, GiB, KB, MB, GB)")]
     UnknownSizeUnit { text: String, unit: String },
     #[error("invalid size \"{0}\": too large")]
@@ -46,18 +44,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 }
 
 /// Parses a size written as a whole number and a unit: B, KiB, MiB, GiB (powers of 1024) or
-/// KB, MB, GB (powers of 1000).
+/// KB, MB, GB (powers of 1000); digits alone are bytes.
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(text)?;
     let bytes_per_unit: u64 = match unit {
-        "B" => 1,
+        "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        "" => return Err(UnitError::SizeWithoutUnit(text.to_string())),
         _ => {
             return Err(UnitError::UnknownSizeUnit {
                 text: text.to_string(),
@@ -115,6 +112,7 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
         assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert!(parse_size("12 parsecs").is_err());
     }
 }

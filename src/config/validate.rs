@@ -3,9 +3,9 @@
 
 use super::file::{
     RawAccessLog, RawAdmin, RawCache, RawCertificate, RawConfig, RawHealthCheck, RawHttp2,
-    RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawUpstream,
+    RawHttp3, RawListener, RawRoute, RawServer, RawServerEntry, RawSize, RawUpstream,
 };
-use super::locate::{deserialize_noting_unknown, KeyPath, SourceMap};
+use super::locate::{KeyPath, SourceMap};
 use super::units::{parse_duration, parse_size};
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +17,10 @@ mod shared;
 const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 * 1024 * 1024;
+const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8 * 1024;
+const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_KEEPALIVE: usize = 32;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 1;
 const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
@@ -41,19 +45,31 @@ const DEFAULT_CACHE_MAX_BYTES: u64 = 256 << 20;
 const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 << 20;
 const DEFAULT_CACHE_LOCK_TIMEOUT_SECS: u64 = 5;
 
-/// Collects problems while building the runtime config.
+/// Collects problems (the file is refused) and warnings (keys that do nothing) while building
+/// the runtime config.
 struct Checker {
     map: SourceMap,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Checker {
     fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
-        self.problems.push(Problem {
+        let problem = self.at(path, message);
+        self.problems.push(problem);
+    }
+
+    fn warning(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let warning = self.at(path, message);
+        self.warnings.push(warning);
+    }
+
+    fn at(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
+        Problem {
             line: self.map.line_of_path(path),
             key: path.to_string(),
             message: message.into(),
-        });
+        }
     }
 
     fn duration(&mut self, value: &Option<String>, path: &KeyPath, default: Duration) -> Duration {
@@ -81,16 +97,16 @@ impl Checker {
         duration
     }
 
-    fn size(&mut self, value: &Option<String>, path: &KeyPath, default: u64) -> u64 {
-        match value.as_deref().map(parse_size) {
+    fn size(&mut self, value: &Option<RawSize>, path: &KeyPath, default: u64) -> u64 {
+        match value.as_ref().map(size_in_bytes) {
             None => default,
             Some(Ok(size)) if size > 0 => size,
             Some(Ok(_)) => {
                 self.problem(path, "must be greater than 0");
                 default
             }
-            Some(Err(e)) => {
-                self.problem(path, e.to_string());
+            Some(Err(message)) => {
+                self.problem(path, message);
                 default
             }
         }
@@ -108,21 +124,35 @@ impl Checker {
     }
 }
 
+/// A size key's value in bytes: a plain number of bytes (`1048576`) or a size string
+/// (`"1MiB"`, or digits alone, `"1048576"`).
+fn size_in_bytes(raw: &RawSize) -> Result<u64, String> {
+    match raw {
+        RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
+        RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
+    }
+}
+
 pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
     let map = SourceMap::new(text);
-    let (raw, unknown): (RawConfig, _) = match deserialize_noting_unknown(text, &map) {
-        Ok(parsed) => parsed,
-        Err(problem) => return Err(vec![problem]),
-    };
+    let read = super::deserialize::read(text, &map);
     let mut checker = Checker {
         map,
-        problems: Vec::new(),
+        problems: read.problems,
+        warnings: Vec::new(),
     };
-    for path in unknown {
+    for path in read.unknown {
         checker.problem(&path, "unknown key (conf/parapet.toml lists every key)");
     }
-    let config = build(&mut checker, raw, path);
+    // Values of the wrong type leave nothing sound to check the rest against.
+    let Some(raw) = read.raw else {
+        checker.problems.sort_by_key(|p| p.line);
+        return Err(checker.problems);
+    };
+    let mut config = build(&mut checker, raw, path);
     if checker.problems.is_empty() {
+        checker.warnings.sort_by_key(|p| p.line);
+        config.warnings = checker.warnings;
         Ok(config)
     } else {
         checker.problems.sort_by_key(|p| p.line);
@@ -171,6 +201,7 @@ fn build(checker: &mut Checker, raw: RawConfig, source: &Path) -> Config {
             &raw.compression.unwrap_or_default(),
             &root.key("compression"),
         ),
+        warnings: Vec::new(),
     }
 }
 
@@ -187,6 +218,9 @@ fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminCo
         SocketAddr::from(([127, 0, 0, 1], 9901))
     });
     let token_file = raw.token_file.as_ref().map(PathBuf::from);
+    if let Some(file) = &token_file {
+        check_token_file(checker, file, &path.key("token_file"));
+    }
     if !listen.ip().is_loopback() && token_file.is_none() {
         checker.problem(
             &path.key("listen"),
@@ -194,6 +228,18 @@ fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminCo
         );
     }
     AdminConfig { listen, token_file }
+}
+
+/// The token is read on every admin request (so it can be rotated without a reload); a file
+/// that cannot be read, or holds no token, would refuse every request, so it is refused here.
+fn check_token_file(checker: &mut Checker, file: &Path, path: &KeyPath) {
+    match std::fs::read_to_string(file) {
+        Ok(token) if token.trim().is_empty() => {
+            checker.problem(path, format!("{} holds no token", file.display()))
+        }
+        Ok(_) => {}
+        Err(e) => checker.problem(path, format!("cannot read {}: {e}", file.display())),
+    }
 }
 
 fn build_access_log(
@@ -213,6 +259,9 @@ fn build_access_log(
         }
         Some(file) => AccessLogTarget::File(PathBuf::from(file)),
     };
+    if target == AccessLogTarget::Off && raw.is_some_and(|r| r.buffer.is_some()) {
+        checker.warning(&path.key("buffer"), "does nothing while target is \"off\"");
+    }
     let buffer = match raw.and_then(|r| r.buffer) {
         Some(0) => {
             checker.problem(&path.key("buffer"), "must be > 0");
@@ -241,6 +290,11 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
         &path.key("max_request_header_size"),
         DEFAULT_MAX_REQUEST_HEADER_BYTES,
     );
+    let line_limit = checker.size(
+        &raw.max_request_line_size,
+        &path.key("max_request_line_size"),
+        DEFAULT_MAX_REQUEST_LINE_BYTES,
+    );
     ServerSettings {
         threads,
         grace_period: checker.duration(
@@ -253,6 +307,17 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
             &raw.max_request_body_size,
             &path.key("max_request_body_size"),
             DEFAULT_MAX_REQUEST_BODY_BYTES,
+        ),
+        max_request_line_size: usize::try_from(line_limit).unwrap_or(usize::MAX),
+        header_timeout: checker.positive_duration(
+            &raw.header_timeout,
+            &path.key("header_timeout"),
+            Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+        ),
+        keepalive_timeout: checker.duration(
+            &raw.keepalive_timeout,
+            &path.key("keepalive_timeout"),
+            Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
         ),
         upgrade_socket: PathBuf::from(
             raw.upgrade_socket
@@ -350,12 +415,21 @@ fn build_listeners(
                 "\"h2c\" is clear text; on a TLS listener use \"h2\" (negotiated by ALPN)",
             );
         }
+        let max_connections = match listener.max_connections {
+            Some(0) => {
+                checker.problem(&here.key("max_connections"), "must be > 0");
+                DEFAULT_MAX_CONNECTIONS
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
         listeners.push(ListenerConfig {
             address,
             http1,
             h2c,
             h2,
             h3,
+            max_connections,
             certificates,
         });
     }
@@ -417,7 +491,12 @@ fn build_upstream_tls(
     Some(UpstreamTls { sni, ca_file })
 }
 
-fn window_size(checker: &mut Checker, value: &Option<String>, path: &KeyPath, default: u32) -> u32 {
+fn window_size(
+    checker: &mut Checker,
+    value: &Option<RawSize>,
+    path: &KeyPath,
+    default: u32,
+) -> u32 {
     let size = checker.size(value, path, u64::from(default));
     u32::try_from(size).unwrap_or_else(|_| {
         checker.problem(path, "must be below 4GiB");
@@ -656,6 +735,12 @@ fn build_balance(checker: &mut Checker, raw: &RawUpstream, path: &KeyPath) -> Ba
             }
         },
     };
+    if raw.hash_key.is_some() && raw.balance.as_deref() != Some("hash") {
+        checker.warning(
+            &path.key("hash_key"),
+            "does nothing without balance = \"hash\"",
+        );
+    }
     match raw.balance.as_deref() {
         None | Some("least_conn") => Balance::LeastConn,
         Some("round_robin") => Balance::RoundRobin,
@@ -695,7 +780,19 @@ fn build_health_check(
                 host: raw.host.clone(),
             }
         }
-        Some("tcp") => HealthCheckKind::Tcp,
+        Some("tcp") => {
+            let http_only = [
+                ("path", raw.path.is_some()),
+                ("expect_status", raw.expect_status.is_some()),
+                ("host", raw.host.is_some()),
+            ];
+            for (key, set) in http_only {
+                if set {
+                    checker.warning(&path.key(key), "does nothing with type = \"tcp\"");
+                }
+            }
+            HealthCheckKind::Tcp
+        }
         Some(other) => {
             checker.problem(
                 &path.key("type"),
@@ -851,6 +948,105 @@ upstream = "api"
                 "upstream.api.connect_timeout",
                 "upstream.api.server[0].weight",
                 "route[0].upstream"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_size_key_takes_a_plain_byte_count_issue_17() {
+        let text = format!(
+            "{GOOD}
+[server]
+max_request_header_size = 1000
+max_request_body_size = 1048576
+max_request_line_size = 2048
+[http2]
+max_header_list_size = 3000
+initial_stream_window = 70000
+initial_connection_window = 80000
+[http3]
+max_field_section_size = 4000
+stream_receive_window = 90000
+receive_window = 100000
+[cache]
+max_size = 1000000
+max_object_size = \"5000\"
+[cache.shared]
+url = \"redis://127.0.0.1:6379\"
+max_object_size = 7000
+chunk_size = 8000
+[compression]
+min_length = 10
+max_decompressed_size = 6000
+"
+        );
+        let config = parse_and_validate(&text, Path::new("t.toml")).expect("valid");
+        let server = &config.server;
+        assert_eq!(
+            (
+                server.max_request_header_size,
+                server.max_request_body_size,
+                server.max_request_line_size
+            ),
+            (1000, 1 << 20, 2048)
+        );
+        assert_eq!(config.http2.max_header_list_size, 3000);
+        assert_eq!(config.http2.initial_stream_window, 70000);
+        assert_eq!(config.http2.initial_connection_window, 80000);
+        assert_eq!(config.http3.max_field_section_size, 4000);
+        assert_eq!(config.http3.stream_receive_window, 90000);
+        assert_eq!(config.http3.receive_window, 100000);
+        assert_eq!(
+            (config.cache.max_size, config.cache.max_object_size),
+            (1000000, 5000)
+        );
+        let shared = config.cache.shared.as_ref().expect("the shared tier is on");
+        assert_eq!((shared.max_object_size, shared.chunk_size), (7000, 8000));
+        assert_eq!(config.compression.min_length, 10);
+        assert_eq!(config.compression.bounds.max_decompressed_size, 6000);
+        let negative = problems(&format!("{GOOD}\n[server]\nmax_request_body_size = -1\n"));
+        assert_eq!(negative.len(), 1, "{negative:?}");
+        assert_eq!(negative[0].key, "server.max_request_body_size");
+    }
+
+    #[test]
+    fn every_wrong_type_is_reported_and_a_blanked_required_key_is_not_reported_twice() {
+        let text = GOOD
+            .replace(
+                "address = \"127.0.0.1:8080\"",
+                "address = 8080\nmax_connections = \"many\"",
+            )
+            .replace(
+                "[upstream.api]",
+                "[upstream.api]\nretries = [\n  1,\n]\nkeepalive = true",
+            );
+        let found: Vec<(usize, String)> = problems(&text)
+            .into_iter()
+            .map(|p| (p.line, p.key))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (3, "listener[0].address".to_string()),
+                (4, "listener[0].max_connections".to_string()),
+                (7, "upstream.api.retries".to_string()),
+                (10, "upstream.api.keepalive".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_that_do_nothing_are_warnings_not_problems() {
+        let text = GOOD.replace("[upstream.api]", "[upstream.api]\nhash_key = \"uri\"")
+            + "[upstream.api.health_check]\ntype = \"tcp\"\npath = \"/x\"\n[access_log]\nbuffer = 10\n";
+        let config = parse_and_validate(&text, Path::new("t.toml")).expect("valid");
+        let keys: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "upstream.api.hash_key",
+                "upstream.api.health_check.path",
+                "access_log.buffer"
             ]
         );
     }

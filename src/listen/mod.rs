@@ -1,15 +1,22 @@
 //! The front doors: one service per `[[listener]]` on the shared proxy, each with its own
 //! protocol options (HTTP/1.1, h2c told apart from HTTP/1.1 by the preface, TLS with ALPN h2
 //! and http/1.1), the HTTP/3 door on the same port (`quic`), and the count of open client
-//! connections.
+//! connections. `admission` decides which connections a listener takes (`max_connections`,
+//! TLS only on a TLS port), `preface` reads the h2c preface, and `http1` runs an HTTP/1.x
+//! connection's requests with the client timeouts.
 
+mod admission;
+mod http1;
+mod preface;
 mod quic;
 
 use crate::config::{Config, Http2Limits, ListenerConfig};
 use crate::metrics::{counter_vec, gauge_vec, per_protocol, Protocol};
 use crate::proxy::Parapet;
 use crate::tls::{SniResolver, TLS_METRICS};
+use admission::ConnectionLimit;
 use async_trait::async_trait;
+use http1::ClientTimeouts;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -21,6 +28,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::listening::Service;
+use preface::Preface;
 use prometheus::{IntCounter, IntGauge};
 use std::sync::{Arc, LazyLock};
 
@@ -73,10 +81,12 @@ pub fn add_listener(
     config: &Config,
     resolver: Option<Arc<SniResolver>>,
 ) {
+    let limit = ConnectionLimit::new(listener.address, listener.max_connections);
     server.add_service(door_service(
         proxy,
         listener,
-        &config.http2,
+        config,
+        &limit,
         resolver.clone(),
     ));
     if let (true, Some(resolver)) = (listener.h3, resolver) {
@@ -85,6 +95,7 @@ pub fn add_listener(
             resolver,
             &config.http3,
             Arc::clone(proxy),
+            limit,
         ));
     }
     tracing::info!(
@@ -135,18 +146,13 @@ impl HttpServerApp for HttpDoor {
     }
 }
 
-/// The HTTP/2 connection preface (RFC 9113 §3.4) that prior-knowledge h2c clients send first.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// One listener's front door: tells h2c from HTTP/1.1 and counts the open connection.
-///
-/// Pingora's own h2c detection waits for 24 bytes, so on an h2c port a shorter HTTP/1 request
-/// (`GET / HTTP/1.0` plus an empty line is 18 bytes, and so is a malformed line) would hang
-/// there. This door compares byte by byte and decides at the first byte that differs from the
-/// preface, then keeps a keep-alive HTTP/1.1 connection on the HTTP/1 path without peeking again.
+/// One listener's front door: takes the connection if the listener has room, tells h2c from
+/// HTTP/1.1, counts the open connection, and serves HTTP/1.x with the client timeouts.
 struct Door {
     http1: Arc<HttpDoor>,
     h2c: Option<Arc<HttpDoor>>,
+    limit: Arc<ConnectionLimit>,
+    timeouts: ClientTimeouts,
 }
 
 impl Door {
@@ -154,10 +160,13 @@ impl Door {
         proxy: &Arc<HttpProxy<Parapet>>,
         listener: &ListenerConfig,
         h2_limits: &Http2Limits,
+        limit: Arc<ConnectionLimit>,
+        timeouts: ClientTimeouts,
     ) -> Self {
         let door = |h2c: bool| {
             let mut options = HttpServerOptions::default();
             options.h2c = h2c;
+            options.h2_idle_timeout = timeouts.keepalive;
             Arc::new(HttpDoor {
                 proxy: Arc::clone(proxy),
                 options,
@@ -167,22 +176,10 @@ impl Door {
         Door {
             http1: door(false),
             h2c: listener.h2c.then(|| door(true)),
+            limit,
+            timeouts,
         }
     }
-}
-
-/// True when the client starts with the h2 preface; `None` when it left before deciding.
-async fn starts_with_h2_preface(stream: &mut Stream) -> Option<bool> {
-    let mut seen = [0u8; H2_PREFACE.len()];
-    for length in 1..=H2_PREFACE.len() {
-        if !stream.try_peek(&mut seen[..length]).await.ok()? {
-            return Some(false);
-        }
-        if seen[length - 1] != H2_PREFACE[length - 1] {
-            return Some(false);
-        }
-    }
-    Some(true)
 }
 
 #[async_trait]
@@ -192,21 +189,27 @@ impl ServerApp for Door {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _slot = self.limit.enter()?;
         if let Some(h2c) = &self.h2c {
-            if starts_with_h2_preface(&mut stream).await? {
-                let _open = OpenConnection::count(Protocol::H2);
-                return h2c.process_new(stream, shutdown).await;
+            match preface::read(&mut stream, self.timeouts.header).await {
+                Preface::H2 => {
+                    let _open = OpenConnection::count(Protocol::H2);
+                    return h2c.process_new(stream, shutdown).await;
+                }
+                Preface::Invalid => {
+                    preface::refuse(&mut stream).await;
+                    return None;
+                }
+                Preface::Gone => return None,
+                Preface::Http1 => {}
             }
         }
-        let protocol = match stream.selected_alpn_proto() {
-            Some(ALPN::H2) => Protocol::H2,
-            _ => Protocol::Http1,
-        };
-        let _open = OpenConnection::count(protocol);
-        let mut next = self.http1.process_new(stream, shutdown).await;
-        while let Some(reused) = next {
-            next = self.http1.process_new(reused, shutdown).await;
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            let _open = OpenConnection::count(Protocol::H2);
+            return self.http1.process_new(stream, shutdown).await;
         }
+        let _open = OpenConnection::count(Protocol::Http1);
+        http1::serve(&self.http1, self.timeouts, stream, shutdown).await;
         None
     }
 
@@ -235,15 +238,24 @@ impl Drop for OpenConnection {
 fn door_service(
     proxy: &Arc<HttpProxy<Parapet>>,
     listener: &ListenerConfig,
-    h2_limits: &Http2Limits,
+    config: &Config,
+    limit: &Arc<ConnectionLimit>,
     resolver: Option<Arc<SniResolver>>,
 ) -> Service<Door> {
-    let door = Door::new(proxy, listener, h2_limits);
+    let settings = &config.server;
+    let timeouts = ClientTimeouts::new(settings.header_timeout, settings.keepalive_timeout);
+    let door = Door::new(proxy, listener, &config.http2, Arc::clone(limit), timeouts);
     let mut service = Service::new(format!("listener {}", listener.address), door);
     let address = listener.address.to_string();
     match resolver {
         Some(resolver) => {
-            service.add_tls_with_settings(&address, None, tls_settings(listener, resolver))
+            service.add_tls_with_settings(&address, None, tls_settings(listener, resolver));
+            service
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(admission::BeforeTls {
+                    limit: Arc::clone(limit),
+                    header_timeout: settings.header_timeout,
+                }));
         }
         None => service.add_listener(
             pingora::listeners::ListenerConfig::tcp(address).l4_buffer(plain_tcp_buffers()),

@@ -2,6 +2,7 @@
 //! `request_filter` (Host, scheme, route, request id, cache and compression plans), its tries
 //! at the upstream, and its byte counts. Also the count of requests in flight, for the drain.
 
+use super::expect::Expectation;
 use super::runtime::{RouteTarget, Runtime};
 use super::{limits, request_id};
 use crate::cache::RequestCache;
@@ -58,6 +59,8 @@ pub struct Ctx {
     /// `Alt-Svc` for the response: the door serves HTTP/3 and the client is not on it yet.
     pub alt_svc: Option<http::HeaderValue>,
     pub target: Option<Arc<RouteTarget>>,
+    /// What the client's `Expect` asks (a 100 once admitted).
+    pub expectation: Expectation,
     pub attempts: Attempts,
     pub request_body_bytes: u64,
     pub cache: RequestCache,
@@ -75,6 +78,7 @@ impl Ctx {
             scheme: "http",
             alt_svc: None,
             target: None,
+            expectation: Expectation::Nothing,
             attempts: Attempts::default(),
             request_body_bytes: 0,
             cache: RequestCache::default(),
@@ -82,11 +86,12 @@ impl Ctx {
         }
     }
 
-    /// What `request_filter` learns and decides: the Host and door, the size limits, the
-    /// request id, the route, and the request's cache and compression plans. `Err`: the
-    /// refusal to answer with.
+    /// What `request_filter` learns and decides: whether the request is valid, the Host and
+    /// door, the size limits, the request id, the route, and the request's cache and
+    /// compression plans. `Err`: the refusal to answer with.
     pub fn admit(&mut self, session: &Session) -> Result<(), Refusal> {
         let req = session.req_header();
+        crate::validate_request::check(req, self.runtime.settings.max_request_line_size)?;
         self.host = crate::fields::request_host(&req.headers, &req.uri).map(str::to_string);
         let door = self.runtime.door(session);
         if door.is_some_and(|d| d.tls) {
@@ -100,11 +105,20 @@ impl Ctx {
             return Err(Refusal::ConnectNotSupported);
         }
         limits::check_head(req, &self.runtime.settings)?;
+        self.expectation = Expectation::of(req);
+        if self.expectation == Expectation::Unsupported {
+            return Err(Refusal::ExpectationFailed);
+        }
         let host = self.host.as_deref().map(normalize_host);
+        // An asterisk-form OPTIONS asks about the server as a whole: route it as its root.
+        let path = match req.uri.path() {
+            "*" => "/",
+            path => path,
+        };
         let target = self
             .runtime
             .router
-            .lookup(host.as_deref().unwrap_or(""), req.uri.path())
+            .lookup(host.as_deref().unwrap_or(""), path)
             .ok_or(Refusal::NoRoute)?;
         if req.method.as_str() == PURGE_METHOD {
             return Err(Refusal::PurgeNotHere);

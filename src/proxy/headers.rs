@@ -5,14 +5,16 @@
 
 use crate::fields::CONNECTION_SPECIFIC;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE, VIA,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType};
 use std::net::IpAddr;
 
-/// Hop-by-hop fields besides the connection-specific ones.
-static HOP_BY_HOP_EXTRA: [HeaderName; 2] = [TE, TRAILER];
+/// Hop-by-hop fields besides the connection-specific ones. `Expect` is met by Parapet itself
+/// (`expect`), as nginx does, so the upstream must not answer it a second time.
+static HOP_BY_HOP_EXTRA: [HeaderName; 3] = [TE, TRAILER, EXPECT];
 
 /// True when the request asks to switch protocols (e.g. WebSocket), which must keep its
 /// `Connection: upgrade` and `Upgrade` headers to work through the proxy.
@@ -172,7 +174,10 @@ pub fn rewrite_request(
             request.insert_header(http::header::HOST, host)?;
         }
     }
-    if request.uri.authority().is_some() {
+    // HTTP/2 and HTTP/3 requests carry the authority in the URI; an HTTP/1 absolute-form one
+    // in its raw target (its authority is already the Host, RFC 9112 §3.2.2).
+    let absolute_form = !matches!(request.raw_path().first(), Some(b'/' | b'*'));
+    if request.uri.authority().is_some() || absolute_form {
         let origin_form = request
             .uri
             .path_and_query()

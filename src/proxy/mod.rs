@@ -1,11 +1,13 @@
 //! The request pipeline: Parapet's `ProxyHttp` implementation, read top to bottom as Pingora
 //! calls its phases for one request. Each phase hands off to the module that owns the concern:
-//! the request's state and admission (`ctx`), header rewrites (`headers`), the edge cache
+//! the request's state and admission (`ctx`), `Expect: 100-continue` (`expect`), header
+//! rewrites (`headers`), the edge cache
 //! (`cache::RequestCache`), compression (`compress`), the tries at the upstream
 //! (`upstream::attempts`, `upstream::retry`), answers Parapet makes itself (`refusal`), and what
 //! is recorded at the end (`record`). `runtime` holds what the config in force provides.
 
 mod ctx;
+mod expect;
 pub mod headers;
 mod limits;
 mod metrics;
@@ -80,7 +82,10 @@ impl ProxyHttp for Parapet {
     /// Runs next: limits, route and the request's plans. `Ok(true)`: answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match ctx.admit(session) {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                expect::send_continue(session, ctx.expectation).await?;
+                Ok(false)
+            }
             Err(refusal) => {
                 refuse(session, ctx, refusal).await?;
                 Ok(true)

@@ -239,7 +239,9 @@ fn check_refuses_a_non_loopback_admin_without_a_token_file() {
         out.output
     );
 
-    let guarded = format!("{open}token_file = \"/nonexistent/admin.token\"\n");
+    let token = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(token.path(), "secret\n").expect("write token");
+    let guarded = format!("{open}token_file = \"{}\"\n", token.path().display());
     let out = ConfigFile::new(&guarded).check();
     assert!(
         out.status.success(),

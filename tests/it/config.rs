@@ -325,3 +325,91 @@ fn run_refuses_an_invalid_file_with_the_same_message_as_check() {
     };
     assert_eq!(problem(&out.output), problem(&checked.output));
 }
+
+#[test]
+fn every_value_of_the_wrong_type_is_reported_in_one_run_issue_17() {
+    let toml = replace_line(&valid_config(), "threads = 2", "threads = \"two\"");
+    let toml = replace_line(&toml, "weight = 1", "weight = \"heavy\"");
+    let toml = replace_line(&toml, "protocols = [\"http1\"]", "protocols = \"http1\"");
+    let threads = line_of(&toml, "threads", 1);
+    let weight = line_of(&toml, "weight", 1);
+    let protocols = line_of(&toml, "protocols", 1);
+    assert_check_reports(
+        &toml,
+        &[
+            (threads, "server.threads"),
+            (protocols, "listener[0].protocols"),
+            (weight, "upstream.api.server[0].weight"),
+        ],
+    );
+}
+
+#[test]
+fn keys_that_do_nothing_are_warned_about_and_the_file_passes_issue_17() {
+    let toml = replace_line(
+        &valid_config(),
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nhash_key = \"uri\"",
+    );
+    let file = ConfigFile::new(&toml);
+    let out = file.check();
+    assert!(out.status.success(), "{}", out.output);
+    let location = file.location(line_of(&toml, "hash_key", 1), "upstream.api.hash_key");
+    assert!(
+        out.output.contains(&format!(
+            "{location} warning: does nothing without balance = \"hash\""
+        )),
+        "{}",
+        out.output
+    );
+}
+
+#[test]
+fn an_unreadable_token_file_fails_the_check_issue_17() {
+    let missing = std::env::temp_dir().join(format!("parapet-no-token-{}", std::process::id()));
+    let toml = format!(
+        "{}\n[admin]\nlisten = \"{}\"\ntoken_file = \"{}\"\n",
+        valid_config(),
+        reserve_addr(),
+        missing.display()
+    );
+    let line = line_of(&toml, "token_file", 1);
+    assert_check_reports(&toml, &[(line, "admin.token_file")]);
+}
+
+#[test]
+fn certs_dev_keeps_an_existing_ca_unless_forced_issue_17() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = |force: bool| {
+        let mut args = vec![
+            "certs".as_ref(),
+            "dev".as_ref(),
+            "--dir".as_ref(),
+            dir.path().as_os_str(),
+        ];
+        if force {
+            args.push("--force".as_ref());
+        }
+        crate::harness::run_parapet(&args)
+    };
+    assert!(certs(false).status.success());
+    let mode = std::fs::metadata(dir.path().join("ca.key"))
+        .expect("ca.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca.crt");
+    let refused = certs(false);
+    assert!(!refused.status.success(), "{}", refused.output);
+    assert!(refused.output.contains("--force"), "{}", refused.output);
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.crt")).expect("ca.crt"),
+        ca
+    );
+    assert!(certs(true).status.success());
+    assert_ne!(
+        std::fs::read(dir.path().join("ca.crt")).expect("ca.crt"),
+        ca
+    );
+}

@@ -15,19 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::harness::{
-    admin_table, eventually, reserve_addr, servers, within, Backend, Origin, Proxy, Script,
-    POLL_STEP, READY_TIMEOUT,
+    admin_table, dev_certs, eventually, reserve_addr, servers, within, Backend, Origin, Proxy,
+    Script, POLL_STEP, READY_TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Setup
-
-/// A temp dir with `parapet certs dev`'s files: ca.crt, localhost.crt, localhost.key.
-fn dev_certs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    parapet::tls::make_dev_certificates(dir.path()).expect("dev certificates");
-    dir
-}
 
 /// A config with one TLS listener (http1, h2, h3) on `listen`, upstream `app` over `backends`
 /// with `upstream_keys`, a catch-all route, and `tail` appended.
@@ -1013,5 +1006,40 @@ async fn graceful_upgrade_hands_the_udp_socket_to_the_new_process() {
         !new.logs().contains("cannot bind UDP"),
         "the new process bound its own socket:\n{}",
         new.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_requests_are_checked_like_the_other_doors_issue_17() {
+    let backend = Backend::start("app").await;
+    let setup = start(&[backend.addr()], "", "").await;
+    // A value with surrounding whitespace is malformed (RFC 9114 §4.2 via RFC 9110 §5.5).
+    for value in [" leading", "trailing\t"] {
+        let request = setup
+            .client
+            .request("GET", "/padded")
+            .header("x-value", value)
+            .body(())
+            .expect("request");
+        match within("padded value", setup.client.send(request, None)).await {
+            Err(StreamError::RemoteTerminate { code, .. }) => {
+                assert_eq!(code, Code::H3_MESSAGE_ERROR, "{value:?}")
+            }
+            other => panic!("{value:?}: expected H3_MESSAGE_ERROR, got {other:?}"),
+        }
+    }
+    let long = format!("/{}", "a".repeat(8 * 1024));
+    assert_eq!(setup.client.get(&long).await.status, 414);
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a refused request reached the backend"
+    );
+    assert_eq!(setup.client.get("/fine").await.status, 200);
+    let received = backend.last_received();
+    assert_eq!(received.target, "/fine");
+    assert_eq!(
+        received.header_values("host"),
+        [format!("localhost:{}", setup.proxy.addr().port())]
     );
 }

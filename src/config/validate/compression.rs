@@ -1,7 +1,6 @@
 //! The `[compression]` table: algorithms, thresholds, types, levels and decoding bounds.
 
 use super::super::file::{RawCompression, RawSize};
-use super::super::units::parse_size;
 use super::{Checker, KeyPath};
 use crate::compress::{
     Algorithm, Bounds, CompressionConfig, Levels, TypePattern, DEFAULT_LEVELS,
@@ -91,11 +90,7 @@ fn algorithms(checker: &mut Checker, list: &[String], path: &KeyPath) -> Vec<Alg
 }
 
 fn min_length(checker: &mut Checker, size: &RawSize, path: &KeyPath) -> u64 {
-    let parsed = match size {
-        RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_string()),
-        RawSize::Text(text) => parse_size(text).map_err(|e| e.to_string()),
-    };
-    parsed.unwrap_or_else(|message| {
+    super::size_in_bytes(size).unwrap_or_else(|message| {
         checker.problem(path, message);
         DEFAULT_MIN_LENGTH_BYTES
     })

@@ -21,6 +21,7 @@ mod harness;
 mod request;
 mod session;
 
+use super::admission::{ConnectionLimit, Slot};
 use super::OpenConnection;
 use crate::config::{Http3Limits, ListenerConfig};
 use crate::metrics::Protocol;
@@ -92,6 +93,7 @@ pub struct QuicService {
     resolver: Arc<SniResolver>,
     limits: Http3Limits,
     proxy: Arc<HttpProxy<Parapet>>,
+    connection_limit: Arc<ConnectionLimit>,
 }
 
 pub fn quic_service(
@@ -99,6 +101,7 @@ pub fn quic_service(
     resolver: Arc<SniResolver>,
     limits: &Http3Limits,
     proxy: Arc<HttpProxy<Parapet>>,
+    connection_limit: Arc<ConnectionLimit>,
 ) -> QuicService {
     QuicService {
         name: format!("quic {}", listener.address),
@@ -106,6 +109,7 @@ pub fn quic_service(
         resolver,
         limits: limits.clone(),
         proxy,
+        connection_limit,
     }
 }
 
@@ -159,6 +163,7 @@ impl Service for QuicService {
         let shared = Arc::new(Shared {
             proxy: Arc::clone(&self.proxy),
             limits: self.limits.clone(),
+            connection_limit: Arc::clone(&self.connection_limit),
             port: self.address.port(),
             ip: self.address.ip(),
             socket_fd,
@@ -265,6 +270,8 @@ fn server_config(
 struct Shared {
     proxy: Arc<HttpProxy<Parapet>>,
     limits: Http3Limits,
+    /// The listener's `max_connections`, shared with its TCP door.
+    connection_limit: Arc<ConnectionLimit>,
     ip: std::net::IpAddr,
     port: u16,
     /// The endpoint's UDP socket, for the socket digest.
@@ -286,7 +293,11 @@ async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut shutdown: Shu
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { return };
-                connections.spawn(serve_connection(incoming, Arc::clone(&shared), shutdown.clone()));
+                let Some(slot) = shared.connection_limit.enter() else {
+                    incoming.refuse();
+                    continue;
+                };
+                connections.spawn(serve_connection(incoming, slot, Arc::clone(&shared), shutdown.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             changed = shutdown.changed() => {
@@ -354,6 +365,7 @@ fn connection_info(
 /// the server drains.
 async fn serve_connection(
     incoming: quinn::Incoming,
+    _slot: Slot,
     shared: Arc<Shared>,
     mut shutdown: ShutdownWatch,
 ) {

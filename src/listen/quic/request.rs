@@ -1,32 +1,23 @@
 //! An h3 request as Pingora sees it: the header converted (version HTTP/3, `Host` from
-//! `:authority`, cookies joined), and the checks that make an HTTP/3 request malformed
-//! (RFC 9114 §4.1.2), each with its reason.
+//! `:authority`, cookies joined), after the checks that make an HTTP/3 request malformed
+//! (RFC 9114 §4.1.2), each with its reason. The field rules HTTP/2 and HTTP/3 share come from
+//! `validate_request`, which checks the rest (target, authority) in the proxy like any door's.
 
-use crate::fields::CONNECTION_SPECIFIC;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use crate::validate_request::{self, Violation};
+use http::header::{self, HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 
 /// Why an h3 request is malformed; the stream is reset with H3_MESSAGE_ERROR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum MalformedRequest {
-    #[error("connection-specific field {0}")]
-    ConnectionSpecificField(HeaderName),
-    #[error("te other than \"trailers\"")]
-    TeOtherThanTrailers,
-    #[error("unreadable content-length")]
-    UnreadableContentLength,
-    #[error("content-length {0:?}")]
-    BadContentLength(String),
-    #[error("conflicting content-length values")]
-    ConflictingContentLength,
+    #[error(transparent)]
+    Invalid(#[from] Violation),
     #[error("Host differs from :authority")]
     HostDiffersFromAuthority,
     #[error("unusable :authority")]
     UnusableAuthority,
     #[error("neither :authority nor Host")]
     NoAuthority,
-    #[error("forbidden byte in :path")]
-    ForbiddenPathByte,
     #[error("{0}")]
     BadAuthority(String),
 }
@@ -38,20 +29,8 @@ pub(super) fn request_header(
 ) -> Result<RequestHeader, MalformedRequest> {
     let (mut parts, ()) = request.into_parts();
     let headers = &mut parts.headers;
-    // Connection-specific fields make an HTTP/3 message malformed (RFC 9114 §4.2).
-    for name in &CONNECTION_SPECIFIC {
-        if headers.contains_key(name) {
-            return Err(MalformedRequest::ConnectionSpecificField(name.clone()));
-        }
-    }
-    if headers
-        .get_all(header::TE)
-        .iter()
-        .any(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        return Err(MalformedRequest::TeOtherThanTrailers);
-    }
-    validated_content_length(headers)?;
+    validate_request::check_h2_h3_fields(headers)?;
+    validate_request::content_length(headers)?;
     join_cookies(headers);
     match (
         parts.uri.authority().map(|a| a.as_str().to_string()),
@@ -70,41 +49,14 @@ pub(super) fn request_header(
     }
     parts.version = http::Version::HTTP_3;
     let header = RequestHeader::from(parts);
-    if header
-        .raw_path()
-        .iter()
-        .any(|b| matches!(b, 0x00 | b'\n' | b'\r' | b' '))
-    {
-        return Err(MalformedRequest::ForbiddenPathByte);
-    }
     pingora::protocols::http::authority::validate_request_authority(&header)
         .map_err(|e| MalformedRequest::BadAuthority(e.to_string()))?;
     Ok(header)
 }
 
-/// The declared body length: several fields must agree, every value must be digits.
-pub(super) fn validated_content_length(
-    headers: &HeaderMap,
-) -> Result<Option<u64>, MalformedRequest> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| MalformedRequest::UnreadableContentLength)?;
-        for token in text.split(',').map(str::trim) {
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(MalformedRequest::BadContentLength(text.to_string()));
-            }
-            let n: u64 = token
-                .parse()
-                .map_err(|_| MalformedRequest::BadContentLength(text.to_string()))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(MalformedRequest::ConflictingContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
+/// The declared body length, already checked by [`request_header`].
+pub(super) fn validated_content_length(headers: &HeaderMap) -> Option<u64> {
+    validate_request::content_length(headers).ok().flatten()
 }
 
 /// HTTP/2 and HTTP/3 may split `cookie` into several fields; HTTP/1.1 needs one (RFC 9114 §4.2.1).
@@ -162,6 +114,10 @@ mod tests {
         .is_err());
         assert!(request(|b| b.header("content-length", "-1")).is_err());
         assert!(request(|b| b.header("content-length", "7, 7")).is_ok());
+        assert_eq!(
+            request(|b| b.header("x-padded", " value")).err(),
+            Some(MalformedRequest::Invalid(Violation::FieldValueWhitespace))
+        );
         assert!(request_header(
             http::Request::builder()
                 .uri("/no-authority")

@@ -108,7 +108,7 @@ impl H3Session {
         info: Arc<ConnectionInfo>,
     ) -> Self {
         // Validated by `request_header`.
-        let content_length = validated_content_length(&request.headers).ok().flatten();
+        let content_length = validated_content_length(&request.headers);
         let mut session = H3Session {
             digest: info.digest.clone(),
             request,

@@ -141,6 +141,21 @@ impl RawResponse {
     }
 }
 
+/// Reads the status line and headers of one response, interim or final.
+async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<(u16, Vec<Header>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+    let headers = read_header_lines(r).await?;
+    Ok((status, headers))
+}
+
 /// An interim (1xx) response: status and header lines.
 pub type Interim = (u16, Vec<Header>);
 
@@ -150,16 +165,7 @@ async fn read_heads<R: AsyncBufRead + Unpin>(
 ) -> io::Result<(Vec<Interim>, u16, Vec<Header>)> {
     let mut interims = Vec::new();
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
-        let headers = read_header_lines(r).await?;
+        let (status, headers) = read_head(r).await?;
         if !(100..200).contains(&status) || status == 101 {
             return Ok((interims, status, headers));
         }
@@ -286,6 +292,28 @@ pub async fn read_head_response<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Resul
 }
 
 impl RawConnection {
+    /// Reads one response head, interim (1xx) or final: status and headers, no body.
+    pub async fn next_head(&mut self) -> RawResponse {
+        let (status, headers) = within("response head", read_head(&mut self.stream))
+            .await
+            .expect("read response head");
+        RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// Every byte the peer sends until it closes the connection (at most 5 s).
+    pub async fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let read = within("read until closed", self.stream.read_to_end(&mut bytes)).await;
+        if let Err(e) = read {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "read: {e}");
+        }
+        bytes
+    }
+
     /// Reads the response to a HEAD request (no body follows the headers).
     pub async fn head_response(&mut self) -> RawResponse {
         within("HEAD response", read_head_response(&mut self.stream))

@@ -1,7 +1,8 @@
 //! The shared harness, one file per role: ports and server tasks (`ports`), HTTP/1.1 on the
-//! wire (`wire`), the scripted origin (`origin`), recording backends (`backends`), the real
-//! `parapet` binary (`parapet`), clients (`clients`), the metrics parser (`metrics`), a real
-//! `redis-server` (`redis_server`) and a TCP relay that can be cut (`relay`).
+//! wire (`wire`), raw HTTP/2 frames (`h2_wire`), the scripted origin (`origin`), recording
+//! backends (`backends`), the real `parapet` binary (`parapet`), clients (`clients`), the
+//! metrics parser (`metrics`), a real `redis-server` (`redis_server`) and a TCP relay that can
+//! be cut (`relay`).
 //!
 //! Everything talks over real sockets on 127.0.0.1. Ports come from the OS (bind `:0`, read the
 //! port back); a process-wide registry makes sure no port is handed out twice, so tests can run in
@@ -9,6 +10,7 @@
 
 mod backends;
 mod clients;
+mod h2_wire;
 mod metrics;
 mod origin;
 mod parapet;
@@ -19,6 +21,7 @@ mod wire;
 
 pub use backends::*;
 pub use clients::*;
+pub use h2_wire::*;
 pub use metrics::*;
 pub use origin::*;
 pub use parapet::*;

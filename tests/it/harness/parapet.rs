@@ -405,6 +405,13 @@ impl ConfigFile {
     }
 }
 
+/// A temp dir with `parapet certs dev`'s files: ca.crt, ca.key, localhost.crt, localhost.key.
+pub fn dev_certs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    parapet::tls::make_dev_certificates(dir.path()).expect("dev certificates");
+    dir
+}
+
 /// 1-based number of the `occurrence`-th (1-based) line whose trimmed text starts with `start`.
 pub fn line_of(text: &str, start: &str, occurrence: usize) -> usize {
     text.lines()

@@ -148,6 +148,12 @@ impl HttpPersistentSettings {
         self.user_context.take()
     }
 
+    /// Whether bytes of a next, pipelined request are already read (so there is no need to
+    /// wait for the client).
+    pub fn has_pipelined_request(&self) -> bool {
+        self.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
     /// Set pipelined-prefix bytes to be fed to the next session on this
     /// connection. Called by the proxy layer when HTTP/1.1 pipelining is
     /// enabled on the current session and overread bytes were present at
@@ -273,7 +279,7 @@ const H1_KEEPALIVE_SECS: u64 = 60;
 /// allocated once there is one, so an idle keep-alive connection costs little memory.
 /// `false` when the keep-alive timeout ran out first and the connection should be closed, as
 /// `read_request()` would have done.
-async fn next_request_arrives(
+pub async fn next_request_arrives(
     stream: &Stream,
     keepalive_secs: Option<u64>,
     shutdown: &ShutdownWatch,

@@ -25,6 +25,38 @@ pub use pingora_http::authority::{
     is_http_family_scheme, raw_target_authority, RawTargetAuthority,
 };
 
+/// [RFC 9112 section 3.2.2]: a server receiving an absolute-form request-target ignores `Host`
+/// and uses the target's authority. This makes the request's single `Host` that authority, so
+/// [`validate_request_authority`] and everything routing on `Host` agree with the target.
+/// CONNECT, several `Host` fields, userinfo and non-HTTP or ambiguous targets are left as they
+/// are for [`validate_request_authority`] to judge. (Parapet patch.)
+///
+/// [RFC 9112 section 3.2.2]: https://www.rfc-editor.org/rfc/rfc9112.html#section-3.2.2
+pub fn adopt_target_authority(req: &mut RequestHeader) -> Result<()> {
+    // Origin-form, the common case, returns at the first byte.
+    let RawTargetAuthority::Absolute {
+        scheme, authority, ..
+    } = raw_target_authority(req.raw_path())
+    else {
+        return Ok(());
+    };
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let (host, another) = (hosts.next().map(HeaderValue::as_bytes), hosts.next());
+    if req.method == http::Method::CONNECT
+        || another.is_some()
+        || !is_http_family_scheme(scheme)
+        || authority.contains(&b'@')
+        || host == Some(authority)
+    {
+        return Ok(());
+    }
+    let authority = HeaderValue::from_bytes(authority).map_err(|cause| {
+        Error::because(InvalidHTTPHeader, "unusable absolute-form authority", cause)
+    })?;
+    req.insert_header(header::HOST, authority)?;
+    Ok(())
+}
+
 /// Validate that a request has one unambiguous authority.
 ///
 /// CONNECT handling:

@@ -385,6 +385,15 @@ impl Session {
         }
     }
 
+    /// Sets how long an HTTP/1 request head may take from its first byte to its end; past it
+    /// the request is answered 408 and the connection closed. A noop for other sessions.
+    /// (Parapet patch.)
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout);
+        }
+    }
+
     /// Gets the downstream read timeout if set.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         match self {
