@@ -18,6 +18,8 @@
 # raw oha output and logs in target/bench/run/. See benches/README.md.
 #
 # Environment (defaults in brackets):
+#   BENCH_ROUNDS [3]: rounds of each phase, targets interleaved within a round; the report
+#     gives medians (and every round's CPU/request)
 #   BENCH_MAX_SECS [4]  BENCH_RATE_SECS [8]  BENCH_WARMUP_SECS [1]  BENCH_CONNS [64]
 #   BENCH_RATE [auto]   BENCH_RATE_FRACTION [0.5]  BENCH_IDLE_CONNS [10000]  BENCH_SLOW_MS [50]
 #   BENCH_SCENARIOS [all: h1_1k,h1_100k,h2c_1k,many_conns,slow_backend,cache_hit_1k,
@@ -35,6 +37,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+ROUNDS=${BENCH_ROUNDS:-3}
+ROUND=1
 MAX_SECS=${BENCH_MAX_SECS:-4}
 RATE_SECS=${BENCH_RATE_SECS:-8}
 WARMUP_SECS=${BENCH_WARMUP_SECS:-1}
@@ -684,7 +688,7 @@ run_phase() {
   local t=$1 phase=$2 rate=${3:-} url secs out t0 t1 c0 c1 idle_json=null
   local -a counts0=() counts1=() args pids=()
   url=$(url_of "$t")
-  out=$RUN_DIR/$SC_NAME/$t.$phase.json
+  out=$RUN_DIR/$SC_NAME/$t.$phase.$ROUND.json
   mkdir -p "$RUN_DIR/$SC_NAME"
   mapfile -t args < <(oha_base "$t")
   if [[ $phase == max ]]; then
@@ -740,7 +744,7 @@ run_phase() {
     served_json=$(for i in "${!SC_COUNT_PORTS[@]}"; do echo $((counts1[i] - counts0[i])); done | jq -s -c .)
   fi
 
-  jq -c -n --slurpfile o "$out" \
+  jq -c -n --slurpfile o "$out" --argjson round "$ROUND" \
     --arg scenario "$SC_NAME" --arg target "$t" --arg lbl "$(label_of "$t")" --arg phase "$phase" \
     --argjson rate "${rate:-null}" --argjson cpu_ticks "$cpu_ticks_used" --argjson clk_tck "$CLK_TCK" \
     --argjson wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
@@ -754,7 +758,8 @@ run_phase() {
     | ([$codes | to_entries[] | select(.key | test("^2")) | .value] | add // 0) as $ok
     | ([$errs | to_entries[] | .value] | add // 0) as $conn_errors
     | {
-        scenario: $scenario, target: $target, label: $lbl, phase: $phase, offered_rate: $rate,
+        scenario: $scenario, target: $target, label: $lbl, phase: $phase, round: $round,
+        offered_rate: $rate,
         wall_s: $wall, requests_ok: $ok, non_2xx: $non2xx, connection_errors: $conn_errors,
         error_kinds: $errs, rps: $r.summary.requestsPerSec,
         p50_ms: ($r.latencyPercentiles.p50 * 1000), p99_ms: ($r.latencyPercentiles.p99 * 1000),
@@ -773,7 +778,8 @@ run_phase() {
   jq -r --arg p "$phase" 'select(.scenario == "'"$SC_NAME"'" and .target == "'"$t"'" and .phase == $p)
     | "  \(.target) \(.phase): \(.rps | floor) req/s, p99 \(.p99_ms * 1000 | floor / 1000) ms, errors \(.non_2xx + .connection_errors), CPU \(.proxy_cpu_us_per_req // "-") us/req"' \
     "$RUN_DIR/records.jsonl" | tail -n 1 >&2
-  MAX_RPS[$t]=$(jq -r '.rps' <<<"$(tail -n 1 "$RUN_DIR/records.jsonl")")
+  [[ $phase == max ]] && MAX_RPS[$t]+=" $(jq -r '.rps' <<<"$(tail -n 1 "$RUN_DIR/records.jsonl")")"
+  return 0
 }
 
 # After the warm-up: one request as oha sends it; checks (and logs) that a cache scenario's
@@ -815,19 +821,24 @@ run_scenario() {
       -z "${WARMUP_SECS}s" -w "$(url_of "$t")" >/dev/null ||
       die "warm-up against $t failed"
     check_response "$t"
-    run_phase "$t" max
+    MAX_RPS[$t]=""
+  done
+  for ROUND in $(seq "$ROUNDS"); do
+    for t in "${SC_TARGETS[@]}"; do run_phase "$t" max; done
   done
   if [[ -n $RATE_FIXED ]]; then
     rate=$RATE_FIXED
   else
+    # The slowest proxy's median max req/s over the rounds.
     proxies_min=$(for t in "${SC_TARGETS[@]}"; do
-      [[ $t == direct ]] || echo "${MAX_RPS[$t]}"
+      [[ $t == direct ]] || tr ' ' '\n' <<<"${MAX_RPS[$t]}" | grep . | sort -g |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
     done | sort -g | head -n 1)
     rate=$(awk -v m="$proxies_min" -v f="$RATE_FRACTION" 'BEGIN { r = int(m * f / 100) * 100; print (r < 100 ? 100 : r) }')
   fi
   log "  offered rate for the latency phase: $rate req/s"
-  for t in "${SC_TARGETS[@]}"; do
-    run_phase "$t" rate "$rate"
+  for ROUND in $(seq "$ROUNDS"); do
+    for t in "${SC_TARGETS[@]}"; do run_phase "$t" rate "$rate"; done
   done
   stop_targets
   jq -c -n --arg name "$SC_NAME" --arg title "$SC_TITLE" --arg what "$SC_WHAT" --argjson rate "$rate" \
@@ -1032,13 +1043,13 @@ main() {
     --arg nginx "$(nginx -v 2>&1 | sed 's|.*nginx/||')" --arg haproxy "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
     --arg oha "$("$OHA" --version | awk '{ print $2 }')" \
     --arg command "$(env | grep '^BENCH_' | sort | tr '\n' ' ')bash benches/compare.sh" \
-    --argjson max_secs "$MAX_SECS" --argjson rate_secs "$RATE_SECS" --argjson conns "$CONNS" \
+    --argjson max_secs "$MAX_SECS" --argjson rate_secs "$RATE_SECS" --argjson conns "$CONNS" --argjson rounds "$ROUNDS" \
     --arg rate_rule "$(if [[ -n $RATE_FIXED ]]; then echo "fixed $RATE_FIXED req/s"; else echo "$RATE_FRACTION x the slowest proxy's max req/s, rounded down to 100"; fi)" \
     --argjson proxy_cpu "$PROXY_CPU" --argjson load_cpu "$LOAD_CPU" \
     --argjson not_yet "$(if ((${#NOT_YET[@]})); then printf '%s\n' "${NOT_YET[@]}" | jq -R . | jq -s -c .; else echo '[]'; fi)" \
     '{date: $date, finished: $finished, cpu: $cpu, cores: $cores, kernel: $kernel,
       loadavg_at_end: $loadavg, parapet_rev: $parapet_rev, nginx: $nginx, haproxy: $haproxy,
-      oha: $oha, command: $command, max_phase_s: $max_secs, rate_phase_s: $rate_secs,
+      oha: $oha, command: $command, rounds: $rounds, max_phase_s: $max_secs, rate_phase_s: $rate_secs,
       connections: $conns, rate_rule: $rate_rule, proxy_cpu: $proxy_cpu, load_cpu: $load_cpu,
       not_yet: $not_yet}' >"$RUN_DIR/meta.json"
 

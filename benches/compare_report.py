@@ -2,11 +2,13 @@
 """Turns the raw records of benches/compare.sh into the markdown table and the JSON summary.
 
 Usage: compare_report.py RUN_DIR OUT_MD OUT_JSON
-RUN_DIR holds records.jsonl (one object per scenario, target and phase), scenarios.jsonl and
-meta.json, all written by compare.sh.
+RUN_DIR holds records.jsonl (one object per scenario, target, phase and round), scenarios.jsonl
+and meta.json, all written by compare.sh. Each figure reported is the median over the rounds;
+errors are summed over them.
 """
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -61,10 +63,41 @@ def ratio(ours, best):
     return ours / best
 
 
+MEDIAN_KEYS = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "proxy_cpu_us_per_req",
+    "proxy_cpu_util",
+    "rss_end_kib",
+)
+
+
+def median_record(rounds):
+    """One record for a target's phase: the last round's, with the median of each figure."""
+    if not rounds:
+        return None
+    merged = dict(rounds[-1])
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        merged[key] = statistics.median(values) if values else None
+    merged["rounds"] = len(rounds)
+    merged["cpu_us_per_req_rounds"] = [r.get("proxy_cpu_us_per_req") for r in rounds]
+    merged["error_count"] = sum(errors_of(r) for r in rounds)
+    return merged
+
+
 def summarize(scenario, records):
     rows = []
     for target in dict.fromkeys(r["target"] for r in records):
-        by_phase = {r["phase"]: r for r in records if r["target"] == target}
+        by_phase = {
+            phase: median_record(
+                [r for r in records if r["target"] == target and r["phase"] == phase]
+            )
+            for phase in ("max", "rate")
+        }
+        by_phase = {k: v for k, v in by_phase.items() if v is not None}
         mx, rt = by_phase.get("max"), by_phase.get("rate")
         any_rec = rt or mx
         row = {
@@ -76,7 +109,7 @@ def summarize(scenario, records):
             "p50_ms": rt and rt["p50_ms"],
             "p99_ms": rt and rt["p99_ms"],
             "p999_ms": rt and rt["p999_ms"],
-            "errors": errors_of(mx) + errors_of(rt),
+            "errors": (mx or {}).get("error_count", 0) + (rt or {}).get("error_count", 0),
             "cpu_us_per_req": rt and rt["proxy_cpu_us_per_req"],
             "cpu_us_per_req_at_max": mx and mx["proxy_cpu_us_per_req"],
             "rss_before_kib": any_rec["rss_before_kib"],
@@ -185,6 +218,13 @@ def compression_bar(scenarios):
     ]
 
 
+def per_round(row):
+    """Every round's CPU µs/req at the offered rate, to show the spread behind the median."""
+    rate = row["phases"].get("rate") or {}
+    values = rate.get("cpu_us_per_req_rounds") or []
+    return " / ".join(fmt(v) for v in values) or "–"
+
+
 def render(meta, scenarios):
     out = []
     out.append("# Parapet vs nginx vs HAProxy on loopback\n")
@@ -200,16 +240,17 @@ def render(meta, scenarios):
         f"{meta['connections']} requests in flight, {meta['max_phase_s']} s. Latencies = open loop at "
         f"the offered rate ({meta['rate_rule']}), {meta['rate_phase_s']} s, corrected for coordinated "
         "omission. CPU µs/req = proxy utime+stime (all its processes) ÷ requests, at the offered "
-        "rate. Errors = non-2xx + connection errors over both phases.\n"
+        "rate. Errors = non-2xx + connection errors over both phases. Every figure is the median of "
+        f"{meta.get('rounds', 1)} rounds (targets interleaved within a round; errors summed).\n"
     )
     for sc in scenarios:
         out.append(f"## {sc['name']}: {sc['title']}\n")
         out.append(f"{sc['what']} Offered rate for the latency columns: {sc['offered_rate']:,} req/s.\n")
         out.append(
             "| target | max req/s | proxy CPU at max | p50 ms | p99 ms | p99.9 ms | errors "
-            "| CPU µs/req | CPU µs/req at max | RSS MiB start → end | notes |"
+            "| CPU µs/req | rounds | CPU µs/req at max | RSS MiB start → end | notes |"
         )
-        out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+        out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
         for row in sc["targets"]:
             util = row["max_proxy_cpu_util"]
             rss = (
@@ -221,7 +262,8 @@ def render(meta, scenarios):
                 f"| {row['label']} | {fmt(row['max_rps'], 0)} | "
                 f"{'–' if util is None else f'{100 * util:.0f}%'} | {fmt_ms(row['p50_ms'])} | "
                 f"{fmt_ms(row['p99_ms'])} | {fmt_ms(row['p999_ms'])} | {row['errors']} | "
-                f"{fmt(row['cpu_us_per_req'])} | {fmt(row['cpu_us_per_req_at_max'])} | {rss} | "
+                f"{fmt(row['cpu_us_per_req'])} | {per_round(row)} | "
+                f"{fmt(row['cpu_us_per_req_at_max'])} | {rss} | "
                 f"{notes_for(sc, row)} |"
             )
         r = sc["ratios"]
