@@ -521,6 +521,14 @@ EOF
   PROXY_LOG[nginx]=$RUN_DIR/nginx-$name/error.log
 }
 
+# HAProxy refuses to start unless the open-file limit covers two descriptors per connection
+# (20,000 here allows 9,984); past its maxconn it stops accepting (connections wait in the
+# backlog) rather than failing, which many_conns with 10,000 idle connections then shows.
+haproxy_maxconn() {
+  local wanted=$((IDLE_CONNS + 2000)) allowed=$(($(ulimit -n) / 2 - 16))
+  echo $((wanted < allowed ? wanted : allowed))
+}
+
 start_haproxy() {
   local port=$1 bind_opts="" dir=$RUN_DIR/$SC_NAME/haproxy n=0 s xfp=http
   [[ $SC_PROTO == h2c ]] && bind_opts=" proto h2"
@@ -533,12 +541,12 @@ start_haproxy() {
     cat <<EOF
 global
     nbthread 1
-    maxconn $((IDLE_CONNS + 2000))
+    maxconn $(haproxy_maxconn)
     tune.bufsize 16384
 
 defaults
     mode http
-    maxconn $((IDLE_CONNS + 2000))
+    maxconn $(haproxy_maxconn)
     option http-keep-alive
     option forwardfor
     http-reuse always
@@ -789,6 +797,7 @@ check_response() {
   [[ $t == direct ]] && return 0
   enc=$(encoding_of "$t")
   [[ $SC_PROTO == h2 ]] && proto_arg=(--http2)
+  [[ $SC_PROTO == h2c ]] && proto_arg=(--http2-prior-knowledge)
   [[ $SC_PROTO == h3 ]] && return 0
   local -a h=()
   [[ -n $enc ]] && h=(-H "Accept-Encoding: $enc")
