@@ -21,56 +21,19 @@ ROUNDS=${BENCH_ROUNDS:-5}
 REQUESTS=${BENCH_REQUESTS:-40000}
 CONNS=${BENCH_CONNS:-64}
 OHA=${OHA:-$(command -v oha || echo "$ROOT/target/bench-tools/bin/oha")}
-RUN=$(mktemp -d /tmp/parapet-cpuab.XXXXXX)
 TICKS=$(getconf CLK_TCK)
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf -- "$RUN"
-}
-trap cleanup EXIT
-die() {
-  echo "[cpu_ab] ERROR: $*" >&2
-  exit 1
-}
+source "$ROOT/benches/lib.sh"
+bench_init cpu_ab
 [[ -x $OHA ]] || die "no oha (bash benches/compare.sh installs it into target/bench-tools)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for i in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on $1"
-}
 # utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 ORIGIN_PORT=$(free_port)
 mkdir -p "$RUN/www" "$RUN/nginx/tmp"
 head -c 1024 /dev/zero | tr '\0' a >"$RUN/www/1k.bin"
-cat >"$RUN/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-user root;
-error_log $RUN/nginx/error.log warn;
-pid $RUN/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $RUN/nginx/tmp/body;
-    proxy_temp_path $RUN/nginx/tmp/proxy;
-    fastcgi_temp_path $RUN/nginx/tmp/fastcgi;
-    uwsgi_temp_path $RUN/nginx/tmp/uwsgi;
-    scgi_temp_path $RUN/nginx/tmp/scgi;
-    server { listen 127.0.0.1:$ORIGIN_PORT; root $RUN/www; }
-}
-EOF
+nginx_conf "$RUN/nginx" 4096 "    server { listen 127.0.0.1:$ORIGIN_PORT; root $RUN/www; }" >"$RUN/nginx/nginx.conf"
 taskset -c 1 nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"

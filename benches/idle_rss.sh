@@ -16,60 +16,18 @@ cd "$ROOT"
 BIN=${BENCH_BIN:-$ROOT/target/release/parapet}
 CONNS=${BENCH_IDLE_CONNS:-10000}
 PEERS=${BENCH_PEERS:-0}
-RUN=$(mktemp -d /tmp/parapet-idle.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf -- "$RUN"
-}
-trap cleanup EXIT
-die() {
-  echo "[idle_rss] ERROR: $*" >&2
-  exit 1
-}
+source "$ROOT/benches/lib.sh"
+bench_init idle_rss
 [[ -x $BIN ]] || die "no binary at $BIN (cargo build --release)"
 ulimit -n "$(ulimit -Hn)"
 (($(ulimit -n) >= CONNS + 500)) || die "the open-file limit ($(ulimit -n)) is too low for $CONNS connections"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for i in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on $1"
-}
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 ORIGIN=$(free_port)
 mkdir -p "$RUN/www" "$RUN/origin/tmp"
 head -c 1024 /dev/zero | tr '\0' a >"$RUN/www/1k.bin"
-nginx_conf() { # $1 dir, $2 server block
-  cat <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-user root;
-error_log $1/error.log warn;
-pid $1/nginx.pid;
-worker_rlimit_nofile $(ulimit -n);
-events { worker_connections $((CONNS * 2 + 100)); }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path $1/tmp/body;
-    proxy_temp_path $1/tmp/proxy;
-    fastcgi_temp_path $1/tmp/fastcgi;
-    uwsgi_temp_path $1/tmp/uwsgi;
-    scgi_temp_path $1/tmp/scgi;
-$2
-}
-EOF
-}
-nginx_conf "$RUN/origin" "server { listen 127.0.0.1:$ORIGIN; root $RUN/www; }" >"$RUN/origin/nginx.conf"
+nginx_conf "$RUN/origin" "$((CONNS * 2 + 100))" "server { listen 127.0.0.1:$ORIGIN; root $RUN/www; }" >"$RUN/origin/nginx.conf"
 nginx -p "$RUN/origin" -c "$RUN/origin/nginx.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port "$ORIGIN"
@@ -118,7 +76,7 @@ measure parapet $! "$PORT"
 if ((PEERS)); then
   PORT=$(free_port)
   mkdir -p "$RUN/nginx/tmp"
-  nginx_conf "$RUN/nginx" "upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  nginx_conf "$RUN/nginx" "$((CONNS * 2 + 100))" "upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
     server { listen 127.0.0.1:$PORT; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" >"$RUN/nginx/nginx.conf"
   nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" >/dev/null 2>&1 &
   PIDS+=($!)

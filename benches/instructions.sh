@@ -25,64 +25,25 @@ TOP=${BENCH_TOP:-25}
 SYSCALLS=${BENCH_SYSCALLS:-1}
 OHA=${OHA:-$(command -v oha || echo "$ROOT/target/bench-tools/bin/oha")}
 OUT=$ROOT/target/bench/instructions
-RUN=$(mktemp -d /tmp/parapet-instr.XXXXXX)
 mkdir -p "$OUT"
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf -- "$RUN"
-}
-trap cleanup EXIT
-
-die() {
-  echo "[instructions] ERROR: $*" >&2
-  exit 1
-}
+source "$ROOT/benches/lib.sh"
+bench_init instructions
 [[ -x $BIN ]] || die "no binary at $BIN (cargo build --release)"
 [[ -x $OHA ]] || die "no oha (bash benches/compare.sh installs it into target/bench-tools)"
 command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-  local port=$1 i
-  for i in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on $port"
-}
 
 ORIGIN_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 mkdir -p "$RUN/www" "$RUN/nginx/tmp"
 head -c 1024 /dev/zero | tr '\0' a >"$RUN/www/1k.bin"
 head -c 102400 /dev/zero | tr '\0' b >"$RUN/www/100k.bin"
-cat >"$RUN/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-user root;
-error_log $RUN/nginx/error.log warn;
-pid $RUN/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $RUN/nginx/tmp/body;
-    proxy_temp_path $RUN/nginx/tmp/proxy;
-    fastcgi_temp_path $RUN/nginx/tmp/fastcgi;
-    uwsgi_temp_path $RUN/nginx/tmp/uwsgi;
-    scgi_temp_path $RUN/nginx/tmp/scgi;
-    server {
+nginx_conf "$RUN/nginx" 4096 "    server {
         listen 127.0.0.1:$ORIGIN_PORT;
         root $RUN/www;
-        add_header Cache-Control "max-age=3600";
-    }
-}
-EOF
+        add_header Cache-Control \"max-age=3600\";
+    }" >"$RUN/nginx/nginx.conf"
 nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
