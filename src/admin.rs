@@ -348,6 +348,11 @@ pub fn effective_config(config: &Config) -> Value {
         "server": {"threads": config.server.threads, "grace_period": seconds(config.server.grace_period),
                    "max_request_header_size": config.server.max_request_header_size,
                    "max_request_body_size": config.server.max_request_body_size,
+                   "header_timeout": seconds(config.server.header_timeout),
+                   "keepalive_timeout": seconds(config.server.keepalive_timeout),
+                   "client_body_timeout": seconds(config.server.client_body_timeout),
+                   "merge_slashes": config.server.merge_slashes,
+                   "forward_raw_path": config.server.forward_raw_path,
                    "upgrade_socket": config.server.upgrade_socket.display().to_string(),
                    "server_header": config.server.server_header.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")},
         "listener": config.listeners.iter().map(|l| {

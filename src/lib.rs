@@ -3,8 +3,8 @@
 //! One request's path: a door of `listen` accepts HTTP/1.1, h2c, h2 over TLS (`tls` picks the
 //! certificate by SNI) or HTTP/3 over QUIC, and hands the request to the one shared proxy
 //! (`proxy`). Its phases, in Pingora's order: admit the request (`validate_request` checks it as
-//! the RFCs demand, then size limits, the route from
-//! `route`, the request id), let the edge cache answer (`cache`), pick a server of the route's
+//! the RFCs demand, then size limits, the path in normal form from `target_path`, the route
+//! from `route`, the request id), let the edge cache answer (`cache`), pick a server of the route's
 //! upstream by balance and health and retry safely (`upstream`), forward it with the
 //! forwarding headers (`proxy::headers`), and stream the answer back, compressed when the
 //! client asks (`compress`, before the cache stores it). Answers Parapet makes itself, and
@@ -34,6 +34,7 @@ pub mod refusal;
 pub mod route;
 pub mod server;
 pub mod signals;
+pub mod target_path;
 pub mod tls;
 pub mod upstream;
 pub mod validate_request;

@@ -34,6 +34,10 @@ pub enum Violation {
     FieldValueWhitespace,
     InvalidContentLength,
     ConflictingContentLength,
+    /// A `..` segment of the path would leave the root (`/../x`).
+    PathAboveRoot,
+    /// A `%` in the path not followed by two hex digits.
+    PathPercentEncoding,
 }
 
 impl Violation {
@@ -56,6 +60,8 @@ impl Violation {
             Violation::FieldValueWhitespace => "a field value starts or ends with whitespace",
             Violation::InvalidContentLength => "Content-Length is not a number",
             Violation::ConflictingContentLength => "Content-Length values disagree",
+            Violation::PathAboveRoot => "the request path climbs above the root",
+            Violation::PathPercentEncoding => "the request path holds an invalid percent-encoding",
         }
     }
 }

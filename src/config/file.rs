@@ -45,6 +45,9 @@ pub struct RawServer {
     pub max_request_line_size: Option<RawSize>,
     pub header_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
+    pub merge_slashes: Option<bool>,
+    pub forward_raw_path: Option<bool>,
     pub upgrade_socket: Option<String>,
     pub server_header: Option<String>,
 }

@@ -184,6 +184,15 @@ pub struct ServerSettings {
     /// How long an idle client keep-alive connection is kept; zero turns keep-alive off
     /// (default 75 s).
     pub keepalive_timeout: Duration,
+    /// A client that sends no request body byte for this long gets 408 and a close; the
+    /// upstream's `read_timeout` only runs once the request was sent whole (default 60 s).
+    pub client_body_timeout: Duration,
+    /// Runs of `/` in a request path count as one for routing, caching and forwarding, as
+    /// nginx's `merge_slashes on` (default true).
+    pub merge_slashes: bool,
+    /// The upstream gets the request target as the client sent it instead of its normalised
+    /// form; routing and the cache key still use the normalised path (default false).
+    pub forward_raw_path: bool,
     /// Unix socket over which listening sockets pass to a new process on upgrade.
     pub upgrade_socket: PathBuf,
     /// `Server` on every response when set; none by default.

@@ -20,6 +20,7 @@ const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 * 1024 * 1024;
 const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8 * 1024;
 const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+const DEFAULT_CLIENT_BODY_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_KEEPALIVE: usize = 32;
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 1;
@@ -319,6 +320,13 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
             &path.key("keepalive_timeout"),
             Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_SECS),
         ),
+        client_body_timeout: checker.positive_duration(
+            &raw.client_body_timeout,
+            &path.key("client_body_timeout"),
+            Duration::from_secs(DEFAULT_CLIENT_BODY_TIMEOUT_SECS),
+        ),
+        merge_slashes: raw.merge_slashes.unwrap_or(true),
+        forward_raw_path: raw.forward_raw_path.unwrap_or(false),
         upgrade_socket: PathBuf::from(
             raw.upgrade_socket
                 .as_deref()

@@ -10,8 +10,10 @@ use crate::compress::RequestCompression;
 use crate::metrics::Protocol;
 use crate::refusal::Refusal;
 use crate::route::normalize_host;
+use crate::target_path;
 use crate::upstream::attempts::Attempts;
 use crate::upstream::retry::ProxyFailure;
+use crate::validate_request::Violation;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
 use std::net::IpAddr;
@@ -65,6 +67,9 @@ pub struct Ctx {
     pub request_body_bytes: u64,
     pub cache: RequestCache,
     pub compression: RequestCompression,
+    /// The target as the client sent it, when its path was normalised and the upstream is to
+    /// get it as received (`[server] forward_raw_path`).
+    pub raw_target: Option<String>,
 }
 
 impl Ctx {
@@ -83,16 +88,19 @@ impl Ctx {
             request_body_bytes: 0,
             cache: RequestCache::default(),
             compression: RequestCompression::default(),
+            raw_target: None,
         }
     }
 
     /// What `request_filter` learns and decides: whether the request is valid, the Host and
     /// door, the size limits, the request id, the route, and the request's cache and
     /// compression plans. `Err`: the refusal to answer with.
-    pub fn admit(&mut self, session: &Session) -> Result<(), Refusal> {
+    pub fn admit(&mut self, session: &mut Session) -> Result<(), Refusal> {
         let req = session.req_header();
         crate::validate_request::check(req, self.runtime.settings.max_request_line_size)?;
         self.host = crate::fields::request_host(&req.headers, &req.uri).map(str::to_string);
+        self.normalize_path(session)?;
+        let req = session.req_header();
         let door = self.runtime.door(session);
         if door.is_some_and(|d| d.tls) {
             self.scheme = "https";
@@ -126,6 +134,34 @@ impl Ctx {
         self.cache = RequestCache::new(req, target.cache, self.scheme, self.host.as_deref());
         self.compression = RequestCompression::new(target.compression.as_ref(), req);
         self.target = Some(Arc::clone(target));
+        Ok(())
+    }
+
+    /// Puts the request's path in normal form (`target_path`) before the route, the cache key
+    /// or the upstream reads it. With `forward_raw_path` the upstream still gets the target
+    /// as the client sent it (`raw_target`).
+    fn normalize_path(&mut self, session: &mut Session) -> Result<(), Refusal> {
+        let settings = &self.runtime.settings;
+        let uri = &session.req_header().uri;
+        let Some(path) = target_path::normalize(uri.path(), settings.merge_slashes)? else {
+            return Ok(());
+        };
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(
+            target
+                .parse()
+                .map_err(|_| Refusal::InvalidRequest(Violation::TargetByte))?,
+        );
+        let normal = http::Uri::from_parts(parts)
+            .map_err(|_| Refusal::InvalidRequest(Violation::TargetByte))?;
+        if settings.forward_raw_path {
+            self.raw_target = uri.path_and_query().map(|p| p.as_str().to_string());
+        }
+        session.req_header_mut().set_uri(normal);
         Ok(())
     }
 

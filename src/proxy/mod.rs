@@ -81,6 +81,7 @@ impl ProxyHttp for Parapet {
 
     /// Runs next: limits, route and the request's plans. `Ok(true)`: answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        session.set_read_timeout(Some(ctx.runtime.settings.client_body_timeout));
         match ctx.admit(session) {
             Ok(()) => {
                 expect::send_continue(session, ctx.expectation).await?;
@@ -190,7 +191,11 @@ impl ProxyHttp for Parapet {
             host: ctx.host.as_deref(),
             version: session.req_header().version,
         };
-        headers::rewrite_request(upstream_request, &info, &ctx.request_id)
+        headers::rewrite_request(upstream_request, &info, &ctx.request_id)?;
+        if let Some(raw) = &ctx.raw_target {
+            upstream_request.set_raw_path(raw.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Runs on each piece of the request body as it streams upstream.

@@ -261,9 +261,19 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // Parapet patch 18: the response read timeout runs once the request is sent whole, as
+        // nginx's proxy_read_timeout does. While the client is still sending its body the
+        // upstream is waiting for it, so a stalled client must not time out as the upstream's
+        // fault; the client's own body read timeout bounds that wait.
+        let response_read_timeout = client_session.read_timeout;
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
+            client_session.read_timeout = if request_done || upgraded {
+                response_read_timeout
+            } else {
+                None
+            };
             tokio::select! {
                 res = client_session.read_response_task(), if !response_done => {
                     match res {
@@ -355,6 +365,7 @@ where
                 }
             }
         }
+        client_session.read_timeout = response_read_timeout;
 
         Ok(upstream_can_reuse)
     }
