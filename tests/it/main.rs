@@ -18,6 +18,7 @@ mod hygiene;
 mod lifecycle;
 mod load;
 mod paths;
+mod pool;
 mod proxy_h1;
 mod proxy_h2;
 mod proxy_h3;
