@@ -144,12 +144,6 @@ impl IdlePool {
         }
     }
 
-    /// Idle streams held now, across every key.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.groups.lock().len
-    }
-
     /// Closes the idle streams past their timeout and those the server closed (or sent data
     /// on). The checks are non-blocking polls; the streams are closed outside the lock.
     fn sweep(&self) {
