@@ -1,14 +1,16 @@
-//! Entries being filled: the body buffered as it arrives from the upstream, readers streaming
-//! it meanwhile (pingora-cache's streaming partial writes), and the derived codings produced
-//! alongside (`variants`).
+//! Entries being filled: the body buffered as it arrives from the upstream (`fill_buffer`),
+//! readers streaming it meanwhile (pingora-cache's streaming partial writes), and the derived
+//! codings produced alongside (`variants`). The finished [`Entry`] goes to a [`FillSink`],
+//! which the store implements: this module knows nothing else of the store.
 //!
 //! Lifecycle of a fill: `MokaStorage::get_miss_handler` creates it → the [`Writer`] appends
 //! body pieces, feeding each to the derived codings too (readers wake on each) → `finish`
-//! stores the complete entry and only then forgets the fill, so a reader looking it up in
-//! between finds one or the other, never neither. A fill that passes `max_object_size` stops
+//! hands the complete entry to the sink and only then has it forget the fill, so a reader
+//! looking it up in between finds one or the other, never neither. A fill that passes `max_object_size` stops
 //! buffering and is never stored; the request filling it still gets the whole response.
 
-use super::store::{release_shared_claim, share, Entry, MokaStorage};
+use super::entry::{Entry, MetaBytes};
+use super::fill_buffer::{FillBuffer, FillState};
 use super::variants::{DerivedFills, FillReader, Variants};
 use crate::compress::derive::{Derivable, Derivation, DeriveError};
 use crate::compress::CompressionConfig;
@@ -24,46 +26,23 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
-/// Serialized meta: (internal, header), as pingora-cache's `CacheMeta::serialize` gives it.
-pub type MetaBytes = (Vec<u8>, Vec<u8>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FillState {
-    Partial(usize),
-    Complete(usize),
-    /// The writer gave up (error or too large); readers stop with an error.
-    Abandoned,
-}
-
-/// The body of a fill. Bytes before `base` were dropped: once a fill passes
-/// `max_object_size` it will not be stored, and its only reader (the request filling it)
-/// no longer needs what it has read.
-#[derive(Default)]
-pub struct FillBuffer {
-    pub data: Vec<u8>,
-    pub base: usize,
-    pub trimming: bool,
-}
-
-impl FillBuffer {
-    /// Bytes from absolute offset `from` to `to`, dropping them when trimming.
-    fn take_range(&mut self, from: usize, to: usize) -> Bytes {
-        let (start, end) = (
-            from.saturating_sub(self.base),
-            to.saturating_sub(self.base).min(self.data.len()),
-        );
-        let chunk = Bytes::copy_from_slice(&self.data[start.min(end)..end]);
-        if self.trimming {
-            self.data.drain(..end);
-            self.base += end;
-        }
-        chunk
-    }
+/// Where a writer hands its fill: the store (`MokaStorage`) implements it, so that the writer
+/// needs nothing else of the store.
+pub trait FillSink: Send + Sync {
+    /// Bodies larger than this are not stored (`max_object_size`).
+    fn max_object_size(&self) -> usize;
+    /// Keeps a finished entry.
+    fn store(&self, entry: Arc<Entry>);
+    /// Forgets fill `id` of `hash` (a newer fill of the same key stays): stored, or given up.
+    fn forget_fill(&self, hash: &str, id: u64);
+    /// Writes a stored entry to the shared tier, when there is one (returns at once).
+    fn share(&self, entry: &Entry, meta: &CacheMeta);
+    /// Gives up this instance's claim on filling `hash` in the shared tier (not stored).
+    fn release_shared_claim(&self, hash: &str);
 }
 
 /// An entry being filled by one writer.
 pub struct Filling {
-    pub store: &'static MokaStorage,
     pub id: u64,
     pub url: String,
     pub meta: MetaBytes,
@@ -93,17 +72,9 @@ pub enum Attached {
 }
 
 impl Filling {
-    pub fn new(
-        store: &'static MokaStorage,
-        id: u64,
-        url: String,
-        meta: MetaBytes,
-        declared: Option<usize>,
-        max: usize,
-    ) -> Self {
+    pub fn new(id: u64, url: String, meta: MetaBytes, declared: Option<usize>, max: usize) -> Self {
         let (state, _) = watch::channel(FillState::Partial(0));
         Filling {
-            store,
             id,
             url,
             meta,
@@ -160,7 +131,7 @@ impl Filling {
 
 /// Writes one fill; stores it on `finish`.
 pub struct Writer {
-    pub store: &'static MokaStorage,
+    pub sink: &'static dyn FillSink,
     pub hash: String,
     pub id_tag: [u8; 8],
     pub fill: Arc<Filling>,
@@ -213,7 +184,7 @@ fn with_content_length(meta: &MetaBytes, length: usize) -> Result<MetaBytes> {
 impl HandleMiss for Writer {
     async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
         let mut derived = self.fill.derived.lock();
-        if !self.too_large && self.written + data.len() > self.store.max_object_size {
+        if !self.too_large && self.written + data.len() > self.sink.max_object_size() {
             // Past the bound: it will not be stored. Keep streaming it to the request that
             // fills it (its only reader), dropping what that reader has already read.
             self.too_large = true;
@@ -260,16 +231,16 @@ impl HandleMiss for Writer {
         let entry = match entry {
             None => {
                 // Not stored, but not an error either: the response itself reached its client.
-                self.store.forget_fill(&self.hash, self.fill.id);
+                self.sink.forget_fill(&self.hash, self.fill.id);
                 self.fill.over.send_replace(true);
-                release_shared_claim(&self.hash);
+                self.sink.release_shared_claim(&self.hash);
                 tracing::debug!(url = %self.fill.url, bytes = self.written, "response larger than max_object_size: not stored");
                 return Ok(MissFinishType::Created(0));
             }
             Some(Err(e)) => {
-                self.store.forget_fill(&self.hash, self.fill.id);
+                self.sink.forget_fill(&self.hash, self.fill.id);
                 self.fill.over.send_replace(true);
-                release_shared_claim(&self.hash);
+                self.sink.release_shared_claim(&self.hash);
                 return Err(e);
             }
             Some(Ok(entry)) => entry,
@@ -277,11 +248,11 @@ impl HandleMiss for Writer {
         let size = entry.weight() as usize;
         // Stored before the fill is forgotten: a request looking the key up in between must
         // find one of them, or it would go to the origin again (issue 12).
-        self.store.insert(Arc::clone(&entry));
-        self.store.forget_fill(&self.hash, self.fill.id);
+        self.sink.store(Arc::clone(&entry));
+        self.sink.forget_fill(&self.hash, self.fill.id);
         self.fill.over.send_replace(true);
         if let Ok(meta) = CacheMeta::deserialize(&entry.meta().0, &entry.meta().1) {
-            share(&entry, &meta);
+            self.sink.share(&entry, &meta);
         }
         Ok(MissFinishType::Created(size))
     }
@@ -298,9 +269,9 @@ impl Drop for Writer {
             self.publish(FillState::Abandoned);
             derived.abandon();
             drop(derived);
-            self.store.forget_fill(&self.hash, self.fill.id);
+            self.sink.forget_fill(&self.hash, self.fill.id);
             self.fill.over.send_replace(true);
-            release_shared_claim(&self.hash);
+            self.sink.release_shared_claim(&self.hash);
         }
     }
 }

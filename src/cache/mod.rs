@@ -1,6 +1,7 @@
 //! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`, with HTTP dates
 //! read by `dates`), keyed by scheme, host, port and path (`key`), stored in moka (`store`,
-//! entries being filled in `fill`), with misses for one key coalesced by pingora's cache lock.
+//! each response an `entry`; entries being filled in `fill`, their bodies in `fill_buffer`),
+//! with misses for one key coalesced by pingora's cache lock.
 //! The origin's representation is stored once; the other codings clients negotiate are derived
 //! from it and kept beside it (`variants`). `request` is one request's part in it, phase by
 //! phase; `ranges` serves byte ranges of a stored partial response; `status` renders RFC 9211
@@ -14,7 +15,9 @@
 //! `max_object_size` are read once at start.
 
 pub mod dates;
+mod entry;
 mod fill;
+mod fill_buffer;
 pub mod key;
 pub mod metrics;
 pub mod policy;

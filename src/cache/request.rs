@@ -347,10 +347,14 @@ impl RequestCache {
         if head || response.status == StatusCode::NOT_MODIFIED {
             return derive::rewrite_header(derivation, response, None);
         }
-        let Some(handler) = served_reader(cache) else {
+        let (Some(edge), Some(handler)) = (super::get(), served_reader(cache)) else {
             return Ok(());
         };
-        match store::select_variant(handler, derivation, config).await {
+        match edge
+            .storage
+            .select_variant(handler, derivation, config)
+            .await
+        {
             Selected::Variant(length) => derive::rewrite_header(derivation, response, length),
             Selected::Stored => Ok(()),
         }

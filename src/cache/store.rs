@@ -1,7 +1,8 @@
-//! Cache storage on moka: complete entries in a size-bounded moka cache (weighted by body,
-//! header and derived-variant bytes), entries being filled kept aside (`fill`) so that
-//! concurrent readers stream the body as it arrives, and the choice of the coding a reader
-//! serves (`variants`).
+//! Cache storage on moka: complete entries (`entry`) in a size-bounded moka cache (weighted by
+//! body, header and derived-variant bytes), entries being filled kept aside (`fill`, which
+//! hands each finished entry back through [`FillSink`]) so that concurrent readers stream the
+//! body as it arrives, the readers, and the choice of the coding a reader serves (`variants`).
+//! What passes to and from the shared tier is in `shared::l1`.
 //!
 //! Lifecycle of an entry: `get_miss_handler` creates a fill → its writer appends body pieces
 //! → `finish` moves it into moka (and, with a shared tier, writes it to Redis) → derived
@@ -9,10 +10,10 @@
 //! by weight, or a purge removes it; its variants go with it. A miss in moka looks in the
 //! shared tier before the origin.
 
-use super::fill::{Attached, Filling, MetaBytes, PartialReader, Writer};
+use super::entry::Entry;
+use super::fill::{Attached, FillSink, Filling, PartialReader, Writer};
 use super::metrics::CACHE_METRICS;
 use super::shared::{self, Found, SharedEntry, SharedTier};
-use super::variants::Variants;
 use crate::compress::derive::{Derivable, Derivation};
 use crate::compress::CompressionConfig;
 use async_trait::async_trait;
@@ -27,102 +28,11 @@ use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Memory an entry takes besides its data: its own allocations, the allocator's rounding and
-/// moka's per-entry bookkeeping, measured. Counted in the weight so that `max_size` bounds
-/// memory rather than payload. `memory_check` in tests/it/cache.rs (100,000 keys of 4 KiB through
-/// a 128 MiB cache, debug build, mimalloc) measured 5,870 bytes of RSS per entry, 750 more than
-/// its weight with 768 here (RSS 191.1 MiB, 0.9 MiB under max_size + 64 MiB); hence 1,536.
-const ENTRY_OVERHEAD_BYTES: usize = 1536;
-/// Memory of the parsed meta an entry keeps once it has been hit: the same memory check with
-/// every entry's meta parsed measured 7,669 bytes of RSS per entry against 5,960 without.
-const PARSED_META_BYTES: usize = 2048;
 /// Default [`MokaStorage::with_fill_wait`], the default `lock_timeout`.
 const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(5);
-
-/// One stored response, the unit a second cache tier (issue 15) serializes: `url` (for purges),
-/// `meta` (pingora-cache's serialized `CacheMeta`: status and header fields, fresh-until,
-/// created and updated times, the epoch that carries its Age, stale windows, variance), `body`
-/// (the origin's representation) and `variants` (the codings derived from `body`).
-pub struct Entry {
-    /// `scheme://host:port/path?query`, for purges by URL, prefix or glob.
-    pub url: String,
-    /// The moka key (the cache key's combined hash).
-    key: String,
-    meta: MetaBytes,
-    /// `meta` parsed by the first hit, so later hits clone it instead of deserializing (that
-    /// was a quarter of a cache hit's instructions, benches/README.md). Entries never hit do
-    /// not pay its memory.
-    parsed: OnceLock<CacheMeta>,
-    body: Bytes,
-    /// What the stored representation allows, decided by the first request that asks.
-    derivable: OnceLock<Derivable>,
-    variants: Arc<Variants>,
-}
-
-impl Entry {
-    pub fn new(
-        url: String,
-        key: String,
-        meta: MetaBytes,
-        body: Bytes,
-        derivable: Option<Derivable>,
-        variants: Variants,
-    ) -> Entry {
-        let cell = OnceLock::new();
-        if let Some(derivable) = derivable {
-            let _ = cell.set(derivable);
-        }
-        Entry {
-            url,
-            key,
-            meta,
-            parsed: OnceLock::new(),
-            body,
-            derivable: cell,
-            variants: Arc::new(variants),
-        }
-    }
-
-    /// The meta a hit starts from, and whether this call parsed it (the entry weighs more from
-    /// now on).
-    fn hit_meta(&self) -> Result<(CacheMeta, bool)> {
-        if let Some(meta) = self.parsed.get() {
-            return Ok((meta.clone(), false));
-        }
-        let meta = CacheMeta::deserialize(&self.meta.0, &self.meta.1)?;
-        let kept_now = self.parsed.set(meta.clone()).is_ok();
-        Ok((meta, kept_now))
-    }
-
-    /// Bytes it takes in the store (moka's weight): its data and its bookkeeping.
-    pub fn weight(&self) -> u32 {
-        let bytes = ENTRY_OVERHEAD_BYTES
-            + self.body.len()
-            + self.variants.bytes()
-            + self.meta.0.len()
-            + self.meta.1.len()
-            + self.key.len()
-            + self.url.len()
-            + self.parsed.get().map_or(0, |_| PARSED_META_BYTES);
-        u32::try_from(bytes).unwrap_or(u32::MAX)
-    }
-
-    /// The serialized meta: (internal, header).
-    pub fn meta(&self) -> &MetaBytes {
-        &self.meta
-    }
-
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-
-    pub fn variants(&self) -> &Variants {
-        &self.variants
-    }
-}
 
 /// The moka-backed store. One instance lives for the process (`&'static`, as pingora-cache
 /// requires); reloads change the bounds of new fills only.
@@ -130,7 +40,7 @@ pub struct MokaStorage {
     complete: moka::sync::Cache<String, Arc<Entry>>,
     filling: RwLock<HashMap<String, Arc<Filling>>>,
     next_fill_id: AtomicU64,
-    pub(super) max_object_size: usize,
+    max_object_size: usize,
     /// Longest a lookup waits for a fill of unknown length to complete (`lock_timeout`).
     fill_wait: Duration,
 }
@@ -201,23 +111,15 @@ impl MokaStorage {
         doomed.len() + (before - filling.len())
     }
 
-    pub(super) fn insert(&self, entry: Arc<Entry>) {
-        self.complete.insert(entry.key.clone(), entry);
-    }
-
-    /// Forgets fill `id` of `hash` (a newer fill of the same key stays).
-    pub(super) fn forget_fill(&self, hash: &str, id: u64) {
-        let mut filling = self.filling.write();
-        if filling.get(hash).is_some_and(|f| f.id == id) {
-            filling.remove(hash);
-        }
+    fn insert(&self, entry: Arc<Entry>) {
+        self.complete.insert(entry.key().to_string(), entry);
     }
 
     /// Weighs `entry` again after a variant was added or its meta parsed, unless it was replaced or removed
     /// meanwhile.
     fn reweigh(&self, entry: &Arc<Entry>) {
         self.complete
-            .entry_by_ref(&entry.key)
+            .entry_by_ref(entry.key())
             .and_compute_with(|current| match current {
                 Some(current) if Arc::ptr_eq(current.value(), entry) => Op::Put(Arc::clone(entry)),
                 _ => Op::Nop,
@@ -243,10 +145,7 @@ impl MokaStorage {
         if newly_parsed {
             self.reweigh(&entry);
         }
-        Ok(Some((
-            meta,
-            CompleteReader::boxed(self, entry, Tier::Local),
-        )))
+        Ok(Some((meta, CompleteReader::boxed(entry, Tier::Local))))
     }
 
     /// L1 missed: L2, which may wait for another instance's fill of the same key.
@@ -297,37 +196,9 @@ impl MokaStorage {
         shared: SharedEntry,
     ) -> Option<(CacheMeta, HitHandler)> {
         let meta = CacheMeta::deserialize(&shared.meta.0, &shared.meta.1).ok()?;
-        let entry = Arc::new(Entry::new(
-            url,
-            hash.to_string(),
-            shared.meta,
-            shared.body,
-            None,
-            Variants::default(),
-        ));
+        let entry = Arc::new(shared::l1::entry_of(url, hash, shared));
         self.insert(Arc::clone(&entry));
-        Some((meta, CompleteReader::boxed(self, entry, Tier::Shared)))
-    }
-}
-
-/// Writes a complete entry to the shared tier, when there is one (returns at once). Its
-/// derived codings stay here: each instance derives its own from the stored representation.
-pub(super) fn share(entry: &Entry, meta: &CacheMeta) {
-    if let Some(tier) = shared::get() {
-        let shared = SharedEntry {
-            meta: entry.meta.clone(),
-            body: entry.body.clone(),
-        };
-        let ttl = shared::entry::ttl(meta, SystemTime::now());
-        tier.store(&entry.url, &entry.key, shared, ttl);
-    }
-}
-
-/// Gives up this instance's claim on filling `hash` in the shared tier (the fill was not
-/// stored).
-pub(super) fn release_shared_claim(hash: &str) {
-    if let Some(tier) = shared::get() {
-        tier.release(hash);
+        Some((meta, CompleteReader::boxed(entry, Tier::Shared)))
     }
 }
 
@@ -357,13 +228,13 @@ fn url_of(key: &CacheKey) -> String {
 pub fn derivable(handler: &HitHandler, decide: impl FnOnce() -> Derivable) -> Option<Derivable> {
     let any = handler.as_any();
     if let Some(reader) = any.downcast_ref::<CompleteReader>() {
-        return Some(*reader.entry.derivable.get_or_init(decide));
+        return Some(reader.entry.derivable(decide));
     }
     any.downcast_ref::<PartialReader>()
         .map(|reader| *reader.fill().derivable.get_or_init(decide))
 }
 
-/// The outcome of [`select_variant`].
+/// The outcome of [`MokaStorage::select_variant`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selected {
     /// The reader now serves the derived variant, of this length when known.
@@ -372,45 +243,71 @@ pub enum Selected {
     Stored,
 }
 
-/// Makes a reader serve `derivation`'s variant of its stored body instead of the body itself:
-/// taken from the variants made before, or made now (once, however many ask at the same time).
-pub async fn select_variant(
-    handler: &mut HitHandler,
-    derivation: Derivation,
-    config: &Arc<CompressionConfig>,
-) -> Selected {
-    if let Some(reader) = handler.as_any_mut().downcast_mut::<PartialReader>() {
-        match reader.select(derivation, config) {
-            Attached::Streaming => return Selected::Variant(None),
-            Attached::Unavailable => return Selected::Stored,
-            // Stored meanwhile: read the stored entry instead, and take its variant.
-            Attached::Stored(entry) => {
-                let store = reader.fill().store;
-                *handler = CompleteReader::boxed(store, entry, Tier::Local);
+impl MokaStorage {
+    /// Makes a reader of this store serve `derivation`'s variant of its stored body instead of
+    /// the body itself: taken from the variants made before, or made now (once, however many
+    /// ask at the same time).
+    pub async fn select_variant(
+        &'static self,
+        handler: &mut HitHandler,
+        derivation: Derivation,
+        config: &Arc<CompressionConfig>,
+    ) -> Selected {
+        if let Some(reader) = handler.as_any_mut().downcast_mut::<PartialReader>() {
+            match reader.select(derivation, config) {
+                Attached::Streaming => return Selected::Variant(None),
+                Attached::Unavailable => return Selected::Stored,
+                // Stored meanwhile: read the stored entry instead, and take its variant.
+                Attached::Stored(entry) => *handler = CompleteReader::boxed(entry, Tier::Local),
+            }
+        }
+        let Some(reader) = handler.as_any_mut().downcast_mut::<CompleteReader>() else {
+            return Selected::Stored;
+        };
+        let entry = Arc::clone(&reader.entry);
+        match entry
+            .variants()
+            .get_or_derive(derivation, entry.body(), config)
+            .await
+        {
+            Ok((variant, derived_here)) => {
+                if derived_here {
+                    CACHE_METRICS.derived[derivation.slot()].inc();
+                    self.reweigh(&entry);
+                }
+                reader.serve(variant);
+                Selected::Variant(Some(reader.end))
+            }
+            Err(e) => {
+                tracing::warn!(url = %entry.url, error = %e, "cannot derive a variant of a stored response");
+                Selected::Stored
             }
         }
     }
-    let Some(reader) = handler.as_any_mut().downcast_mut::<CompleteReader>() else {
-        return Selected::Stored;
-    };
-    let entry = Arc::clone(&reader.entry);
-    match entry
-        .variants
-        .get_or_derive(derivation, &entry.body, config)
-        .await
-    {
-        Ok((variant, derived_here)) => {
-            if derived_here {
-                CACHE_METRICS.derived[derivation.slot()].inc();
-                reader.store.reweigh(&entry);
-            }
-            reader.serve(variant);
-            Selected::Variant(Some(reader.end))
+}
+
+impl FillSink for MokaStorage {
+    fn max_object_size(&self) -> usize {
+        self.max_object_size
+    }
+
+    fn store(&self, entry: Arc<Entry>) {
+        self.insert(entry);
+    }
+
+    fn forget_fill(&self, hash: &str, id: u64) {
+        let mut filling = self.filling.write();
+        if filling.get(hash).is_some_and(|f| f.id == id) {
+            filling.remove(hash);
         }
-        Err(e) => {
-            tracing::warn!(url = %entry.url, error = %e, "cannot derive a variant of a stored response");
-            Selected::Stored
-        }
+    }
+
+    fn share(&self, entry: &Entry, meta: &CacheMeta) {
+        shared::l1::share(entry, meta);
+    }
+
+    fn release_shared_claim(&self, hash: &str) {
+        shared::l1::release_claim(hash);
     }
 }
 
@@ -460,7 +357,6 @@ impl Storage for MokaStorage {
         let declared = crate::fields::content_length(meta.headers())
             .and_then(|length| usize::try_from(length).ok());
         let fill = Arc::new(Filling::new(
-            self,
             self.next_fill_id.fetch_add(1, Ordering::Relaxed),
             url_of(key),
             meta.serialize()?,
@@ -469,7 +365,7 @@ impl Storage for MokaStorage {
         ));
         self.filling.write().insert(hash.clone(), Arc::clone(&fill));
         Ok(Box::new(Writer {
-            store: self,
+            sink: self,
             hash,
             id_tag: fill.id.to_be_bytes(),
             fill,
@@ -510,18 +406,9 @@ impl Storage for MokaStorage {
         let Some(entry) = self.complete.get(&hash) else {
             return Ok(false);
         };
-        // Same body, so the same variants: they follow the entry's new freshness.
-        let updated = Arc::new(Entry {
-            url: entry.url.clone(),
-            key: entry.key.clone(),
-            meta: meta.serialize()?,
-            parsed: OnceLock::from(meta.clone()),
-            body: entry.body.clone(),
-            derivable: entry.derivable.clone(),
-            variants: Arc::clone(&entry.variants),
-        });
+        let updated = Arc::new(entry.with_meta(meta)?);
         self.insert(Arc::clone(&updated));
-        share(&updated, meta);
+        shared::l1::share(&updated, meta);
         Ok(true)
     }
 
@@ -536,7 +423,6 @@ impl Storage for MokaStorage {
 
 /// Reads a complete entry (its body or one of its variants), optionally a byte range of it.
 pub struct CompleteReader {
-    store: &'static MokaStorage,
     entry: Arc<Entry>,
     body: Bytes,
     start: usize,
@@ -546,10 +432,9 @@ pub struct CompleteReader {
 }
 
 impl CompleteReader {
-    fn new(store: &'static MokaStorage, entry: Arc<Entry>, tier: Tier) -> CompleteReader {
-        let body = entry.body.clone();
+    fn new(entry: Arc<Entry>, tier: Tier) -> CompleteReader {
+        let body = entry.body().clone();
         CompleteReader {
-            store,
             end: body.len(),
             entry,
             body,
@@ -559,8 +444,8 @@ impl CompleteReader {
         }
     }
 
-    fn boxed(store: &'static MokaStorage, entry: Arc<Entry>, tier: Tier) -> HitHandler {
-        Box::new(CompleteReader::new(store, entry, tier))
+    fn boxed(entry: Arc<Entry>, tier: Tier) -> HitHandler {
+        Box::new(CompleteReader::new(entry, tier))
     }
 
     fn serve(&mut self, body: Bytes) {
@@ -623,6 +508,7 @@ impl HandleHit for CompleteReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::entry::PARSED_META_BYTES;
     use crate::compress::Encoding;
     use pingora::cache::storage::MissFinishType;
     use pingora::cache::trace::Span;
@@ -903,8 +789,8 @@ mod tests {
         let (_, mut second) = lookup(store, URL).await.expect("stored");
         let config = config();
         let (a, b) = tokio::join!(
-            select_variant(&mut first, to_gzip(), &config),
-            select_variant(&mut second, to_gzip(), &config)
+            store.select_variant(&mut first, to_gzip(), &config),
+            store.select_variant(&mut second, to_gzip(), &config)
         );
         assert!(matches!(a, Selected::Variant(Some(_))), "{a:?}");
         assert_eq!(a, b);
@@ -923,7 +809,7 @@ mod tests {
         let (_, mut reader) = lookup(store, URL).await.expect("the fill is visible");
         let config = config();
         assert_eq!(
-            select_variant(&mut reader, to_gzip(), &config).await,
+            store.select_variant(&mut reader, to_gzip(), &config).await,
             Selected::Variant(None)
         );
         writer
@@ -936,7 +822,7 @@ mod tests {
         assert_eq!(entry.variants().made().count(), 1, "stored with the entry");
         let (_, mut hit) = lookup(store, URL).await.expect("stored");
         assert!(matches!(
-            select_variant(&mut hit, to_gzip(), &config).await,
+            store.select_variant(&mut hit, to_gzip(), &config).await,
             Selected::Variant(Some(_))
         ));
         assert_eq!(gunzip(&read_all(&mut hit).await), JSON_BODY);

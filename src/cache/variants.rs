@@ -9,7 +9,7 @@
 //! the derived bytes as they come; when the fill completes, the derived bodies are stored with
 //! it.
 
-use super::fill::{FillBuffer, FillState};
+use super::fill_buffer::{FillBuffer, FillState};
 use super::metrics::CACHE_METRICS;
 use crate::compress::derive::{self, Derivation, DeriveError, Transcoder, VARIANT_SLOTS};
 use crate::compress::CompressionConfig;

@@ -19,6 +19,7 @@ mod breaker;
 mod client;
 pub mod entry;
 pub mod fanout;
+pub mod l1;
 pub mod metrics;
 mod status;
 
