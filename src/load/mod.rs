@@ -3,19 +3,21 @@
 //!
 //! A run: flags and plan file → a checked [`plan::Plan`] (bad input exits 2) → `run` sends each
 //! request when the stages say it is due, measures latency from that moment, ticks progress and
-//! scrapes `/metrics` every second → `report` gathers it all → the summary on stdout, the JSON or
-//! HTML report on disk, and the exit status from the thresholds (0 all hold, 1 one failed).
+//! scrapes `/metrics` every second → `report` gathers it all → `output`: the summary on stdout,
+//! the JSON or HTML report on disk; and the exit status from the thresholds (0 all hold, 1 one
+//! failed).
 //!
 //! Files: `cli` (flags), `plan_file` (TOML), `plan` (fields, merge, checks), `stages` (the rate
 //! curve), `threshold`, `dispatch` (the scheduler), `client/` (HTTP/1.1, h2, h3), `record` (HDR
-//! histograms, counts), `cpu`, `scrape` + `split` (Parapet's histograms), `progress`, `report` +
-//! `summary` + `report_html` + `format`.
+//! histograms, counts), `cpu`, `scrape` + `split` (Parapet's histograms), `progress`, `report` (the
+//! data), `output` (where it goes: `summary`, `report_html`), `format`.
 
 mod cli;
 mod client;
 mod cpu;
 mod dispatch;
 mod format;
+mod output;
 mod plan;
 mod plan_file;
 mod progress;
@@ -46,7 +48,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(problems) => return bad_input(&problems),
     };
-    if let Some(Err(message)) = plan.report.as_ref().map(report::prepare) {
+    if let Some(Err(message)) = plan.report.as_ref().map(output::prepare) {
         return bad_input(&[message]);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -61,11 +63,8 @@ pub fn run(args: LoadArgs) -> ExitCode {
         Err(message) => return bad_input(&[message]),
     };
     let report = report::Report::new(&plan, result);
-    print!("{}", summary::text(&report));
-    if let Some(file) = &plan.report {
-        if let Err(message) = report::write(&report, file) {
-            return bad_input(&[message]);
-        }
+    if let Err(message) = output::publish(&report, plan.report.as_ref()) {
+        return bad_input(&[message]);
     }
     match report.passed {
         true => ExitCode::from(EXIT_PASSED),

@@ -2,8 +2,8 @@
 //! the HTML page are all written from.
 
 use super::cpu::CpuUse;
-use super::format::format_ms;
-use super::plan::{Plan, ReportFile};
+use super::format::{format_duration, format_ms};
+use super::plan::Plan;
 use super::record::{RunTally, Tallies, Tally, LATE_SEND_TOLERANCE_MS};
 use super::run::{RunResult, SecondSplit};
 use super::split::SplitReport;
@@ -108,6 +108,17 @@ pub struct StageReport {
     pub achieved_rps: f64,
     pub body_bytes: u64,
     pub latency_ms: LatencyReport,
+}
+
+impl StageReport {
+    /// `100/s for 1m` (steady) or `100→500/s in 30s` (a ramp).
+    pub fn shape(&self) -> String {
+        let duration = format_duration(self.duration_secs);
+        match self.from_rate == self.to_rate {
+            true => format!("{:.0}/s for {duration}", self.to_rate),
+            false => format!("{:.0}→{:.0}/s in {duration}", self.from_rate, self.to_rate),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,26 +345,4 @@ fn timeline(plan: &Plan, tallies: &Tallies, split: &[SecondSplit]) -> Vec<Second
             }
         })
         .collect()
-}
-
-/// Creates (or empties) the report file before the run, so that an unwritable path is bad input
-/// found at once rather than after the whole run.
-pub fn prepare(file: &ReportFile) -> Result<(), String> {
-    let (ReportFile::Json(path) | ReportFile::Html(path)) = file;
-    std::fs::File::create(path)
-        .map(drop)
-        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
-}
-
-/// Writes the report where the plan says, as JSON or HTML by the file's extension.
-pub fn write(report: &Report, file: &ReportFile) -> Result<(), String> {
-    let (path, content) = match file {
-        ReportFile::Json(path) => (
-            path,
-            serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
-        ),
-        ReportFile::Html(path) => (path, super::report_html::page(report)),
-    };
-    std::fs::write(path, content)
-        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))
 }

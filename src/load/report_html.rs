@@ -5,7 +5,6 @@
 use super::format::format_ms;
 use super::report::{Report, StageReport};
 use super::split::EstimateMs;
-use super::summary::stage_shape;
 use std::fmt::Write;
 
 const CHART_WIDTH: f64 = 900.0;
@@ -255,7 +254,7 @@ fn stage_row(html: &mut String, stage: &StageReport) {
         escape(&stage.name),
         match stage.name.as_str() {
             "total" => String::new(),
-            _ => stage_shape(stage),
+            _ => stage.shape(),
         },
         stage.asked,
         stage.sent,

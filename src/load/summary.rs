@@ -2,7 +2,7 @@
 //! own cost, and Parapet's split of the time.
 
 use super::format::{format_duration, format_ms};
-use super::report::{LatencyReport, Report, StageReport};
+use super::report::{LatencyReport, Report};
 use super::split::{EstimateMs, RouteSplit, SplitReport};
 use std::fmt::Write;
 
@@ -39,18 +39,6 @@ fn optional_ms(value: Option<f64>) -> String {
     value.map_or("-".to_string(), format_ms)
 }
 
-/// `100/s for 1m` (steady) or `100→500/s in 30s` (a ramp).
-pub fn stage_shape(stage: &StageReport) -> String {
-    let duration = format_duration(stage.duration_secs);
-    match stage.from_rate == stage.to_rate {
-        true => format!("{:.0}/s for {duration}", stage.to_rate),
-        false => format!(
-            "{:.0}→{:.0}/s in {duration}",
-            stage.from_rate, stage.to_rate
-        ),
-    }
-}
-
 fn stages_table(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
@@ -60,7 +48,7 @@ fn stages_table(out: &mut String, report: &Report) {
     for stage in report.stages.iter().chain([&report.total]) {
         let shape = match stage.name.as_str() {
             "total" => String::new(),
-            _ => stage_shape(stage),
+            _ => stage.shape(),
         };
         let latency = &stage.latency_ms;
         let _ = writeln!(
