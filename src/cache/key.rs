@@ -22,6 +22,18 @@ pub fn url(scheme: &str, host: &str, path_and_query: &str) -> String {
     format!("{scheme}://{authority}{path_and_query}")
 }
 
+/// The stored-URL form of an absolute URL (`http://Host/path` → `http://host:80/path`).
+pub fn normalize_url(text: &str) -> Option<String> {
+    let uri: http::Uri = text.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str();
+    Some(url(
+        scheme,
+        authority,
+        uri.path_and_query().map_or("/", |p| p.as_str()),
+    ))
+}
+
 /// The pingora-cache key for a URL; the URL is the primary key, so purges can find it.
 pub fn cache_key(url: &str) -> CacheKey {
     CacheKey::new(url.to_string(), "")

@@ -1,5 +1,5 @@
 //! The edge cache: pingora-cache driven by Parapet's RFC 9111 policy (`policy`, with HTTP dates
-//! read by `dates`), keyed by scheme, host, port and path (`key`), stored in moka (`store`,
+//! read by `dates`), keyed by scheme, host, port, path and query (`key`), stored in moka (`store`,
 //! each response an `entry`; entries being filled in `fill`, their bodies in `fill_buffer`),
 //! with misses for one key coalesced by pingora's cache lock.
 //! The origin's representation is stored once; the other codings clients negotiate are derived
@@ -8,13 +8,10 @@
 //! `Cache-Status`; `metrics` holds the cache's metric handles.
 //! `shared` is the optional second tier on Redis, shared by several instances: the store
 //! looks there on a miss and writes complete fills there; purges go through it to every
-//! instance.
-//!
-//! The store and the lock live for the whole process (pingora-cache wants `&'static`);
-//! rules and routes come from the runtime config and change on reload. `max_size` and
-//! `max_object_size` are read once at start.
+//! instance. `edge` holds the process-wide parts (the store and the lock) and the purges.
 
 pub mod dates;
+mod edge;
 mod entry;
 mod fill;
 mod fill_buffer;
@@ -28,96 +25,6 @@ pub mod status;
 pub mod store;
 mod variants;
 
-use crate::config::CacheConfig;
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
-use std::sync::OnceLock;
-use store::MokaStorage;
-
+pub use edge::{get, init, purge, refresh_gauges, EdgeCache};
+pub use key::normalize_url;
 pub use request::RequestCache;
-
-/// The process-wide cache parts.
-pub struct EdgeCache {
-    pub storage: &'static MokaStorage,
-    pub lock: &'static CacheKeyLockImpl,
-    pub max_object_size: usize,
-    pub lock_timeout: std::time::Duration,
-}
-
-static EDGE_CACHE: OnceLock<EdgeCache> = OnceLock::new();
-
-/// Creates the store and the lock from the config read at start (later calls keep the first).
-pub fn init(config: &CacheConfig) -> &'static EdgeCache {
-    EDGE_CACHE.get_or_init(|| {
-        // Registered at start, so `/metrics` shows the cache families before the first request.
-        std::sync::LazyLock::force(&metrics::CACHE_METRICS);
-        let max_object_size = usize::try_from(config.max_object_size).unwrap_or(usize::MAX);
-        let storage: &'static MokaStorage = Box::leak(Box::new(
-            MokaStorage::new(config.max_size, max_object_size).with_fill_wait(config.lock_timeout),
-        ));
-        let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(config.lock_timeout));
-        if let Some(shared_config) = &config.shared {
-            match shared::init(shared_config, purge_local) {
-                Ok(tier) => tracing::info!(url = %tier.display_url(), "shared cache tier on"),
-                Err(e) => tracing::error!(error = %e, "shared cache tier off"),
-            }
-        }
-        EdgeCache {
-            storage,
-            lock,
-            max_object_size,
-            lock_timeout: config.lock_timeout,
-        }
-    })
-}
-
-/// The cache, once `init` ran.
-pub fn get() -> Option<&'static EdgeCache> {
-    EDGE_CACHE.get()
-}
-
-/// Refreshes the size gauges (on scrape).
-pub fn refresh_gauges() {
-    if let Some(edge) = get() {
-        let (bytes, entries) = edge.storage.usage();
-        metrics::CACHE_METRICS
-            .stored_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        metrics::CACHE_METRICS
-            .entries
-            .set(i64::try_from(entries).unwrap_or(i64::MAX));
-    }
-}
-
-/// The stored-URL form of an absolute URL (`http://Host/path` → `http://host:80/path`).
-pub fn normalize_url(text: &str) -> Option<String> {
-    let uri: http::Uri = text.parse().ok()?;
-    let scheme = uri.scheme_str()?;
-    let authority = uri.authority()?.as_str();
-    Some(key::url(
-        scheme,
-        authority,
-        uri.path_and_query().map_or("/", |p| p.as_str()),
-    ))
-}
-
-/// Purges stored URLs: `exact` (every variant of one URL), a `prefix`, or a `glob` (`*`, `?`),
-/// here at once and, with a shared tier, in Redis and on every instance within moments.
-/// Returns how many entries this instance's L1 dropped.
-pub fn purge(exact: Option<&str>, prefix: Option<&str>, glob: Option<&str>) -> usize {
-    let request = shared::PurgeRequest {
-        url: exact.map(str::to_string),
-        prefix: prefix.map(str::to_string),
-        glob: glob.map(str::to_string),
-    };
-    let purged = purge_local(&request);
-    if let Some(tier) = shared::get() {
-        tier.purge(request);
-    }
-    purged
-}
-
-/// Purges this instance's L1 only (a purge received from another instance).
-fn purge_local(request: &shared::PurgeRequest) -> usize {
-    let Some(cache) = get() else { return 0 };
-    cache.storage.purge_where(|url| request.matches(url))
-}

@@ -5,11 +5,12 @@
 //! phases; the decisions themselves are the pure functions of [`super::policy`],
 //! [`super::ranges`] and `compress::derive`.
 
+use super::edge::purge;
 use super::metrics::CACHE_METRICS;
 use super::policy::{self, Freshness, HitDecision, NotStored, RequestDirectives, StaleCause};
 use super::status::{self, Outcome, StatusFacts};
 use super::store::{self, Selected};
-use super::{key, purge, ranges};
+use super::{key, ranges};
 use crate::compress::derive::{self, Derivable, Derivation};
 use crate::compress::RequestCompression;
 use crate::config::CacheRule;
@@ -91,7 +92,9 @@ impl RequestCache {
 
     /// Turns pingora-cache on for cacheable requests of caching routes.
     pub fn enable(&self, cache: &mut HttpCache) {
-        let Some(edge) = super::get() else { return };
+        let Some(edge) = super::edge::get() else {
+            return;
+        };
         if !self.active() || !self.method_cacheable {
             return;
         }
@@ -216,8 +219,8 @@ impl RequestCache {
         response: &ResponseHeader,
         rules: &StoreRules<'_>,
     ) -> std::result::Result<Freshness, NotStored> {
-        let too_large =
-            super::get().is_some_and(|edge| policy::too_large(response, edge.max_object_size));
+        let too_large = super::edge::get()
+            .is_some_and(|edge| policy::too_large(response, edge.max_object_size));
         if too_large {
             return Err(NotStored::TooLarge);
         }
@@ -347,7 +350,7 @@ impl RequestCache {
         if head || response.status == StatusCode::NOT_MODIFIED {
             return derive::rewrite_header(derivation, response, None);
         }
-        let (Some(edge), Some(handler)) = (super::get(), served_reader(cache)) else {
+        let (Some(edge), Some(handler)) = (super::edge::get(), served_reader(cache)) else {
             return Ok(());
         };
         match edge
