@@ -164,6 +164,14 @@ impl Writer {
             Variants::with(variants),
         ))
     }
+
+    /// Ends a fill that will not be stored: readers are told it is over, the store forgets it
+    /// and this instance's claim on it in the shared tier is given back.
+    fn give_up(&self) {
+        self.sink.forget_fill(&self.hash, self.fill.id);
+        self.fill.over.send_replace(true);
+        self.sink.release_shared_claim(&self.hash);
+    }
 }
 
 /// `meta` with `Content-Length: length` when its header states no length.
@@ -231,16 +239,12 @@ impl HandleMiss for Writer {
         let entry = match entry {
             None => {
                 // Not stored, but not an error either: the response itself reached its client.
-                self.sink.forget_fill(&self.hash, self.fill.id);
-                self.fill.over.send_replace(true);
-                self.sink.release_shared_claim(&self.hash);
+                self.give_up();
                 tracing::debug!(url = %self.fill.url, bytes = self.written, "response larger than max_object_size: not stored");
                 return Ok(MissFinishType::Created(0));
             }
             Some(Err(e)) => {
-                self.sink.forget_fill(&self.hash, self.fill.id);
-                self.fill.over.send_replace(true);
-                self.sink.release_shared_claim(&self.hash);
+                self.give_up();
                 return Err(e);
             }
             Some(Ok(entry)) => entry,
@@ -269,9 +273,7 @@ impl Drop for Writer {
             self.publish(FillState::Abandoned);
             derived.abandon();
             drop(derived);
-            self.sink.forget_fill(&self.hash, self.fill.id);
-            self.fill.over.send_replace(true);
-            self.sink.release_shared_claim(&self.hash);
+            self.give_up();
         }
     }
 }

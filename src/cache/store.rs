@@ -248,7 +248,7 @@ impl MokaStorage {
     /// the body itself: taken from the variants made before, or made now (once, however many
     /// ask at the same time).
     pub async fn select_variant(
-        &'static self,
+        &self,
         handler: &mut HitHandler,
         derivation: Derivation,
         config: &Arc<CompressionConfig>,
