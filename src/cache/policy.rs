@@ -186,6 +186,9 @@ pub enum NotStored {
     NoFreshness,
     /// The declared length is over `max_object_size`.
     TooLarge,
+    /// A transfer coding other than `chunked` (say `gzip`): Parapet does not decode it, so
+    /// what it would store is not the message's content (RFC 9111 §3.1).
+    TransferCoding,
 }
 
 impl NotStored {
@@ -202,6 +205,7 @@ impl NotStored {
             NotStored::SetCookie => "set-cookie",
             NotStored::NoFreshness => "no-freshness",
             NotStored::TooLarge => "too-large",
+            NotStored::TransferCoding => "transfer-coding",
         }
     }
 }
@@ -267,6 +271,19 @@ fn valid_targeted_field(headers: &HeaderMap, name: &HeaderName) -> bool {
     sfv::Parser::parse_dictionary(value).is_ok_and(|dictionary| !dictionary.is_empty())
 }
 
+/// Whether `Transfer-Encoding` names a coding other than `chunked` (or the obsolete, harmless
+/// `identity`).
+fn foreign_transfer_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .any(|coding| {
+            !coding.eq_ignore_ascii_case("chunked") && !coding.eq_ignore_ascii_case("identity")
+        })
+}
+
 /// RFC 9111 §5.2.2.3: statuses whose caching requirements Parapet implements, so that
 /// `must-understand` lets them be stored despite `no-store`: the final statuses of RFC 9110 §15.
 fn understood_status(status: StatusCode) -> bool {
@@ -291,6 +308,9 @@ pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Fre
         || (partial && stored_part(&response.headers).is_none())
     {
         return Err(NotStored::Status);
+    }
+    if foreign_transfer_coding(&response.headers) {
+        return Err(NotStored::TransferCoding);
     }
     let Control { cc, targeted } = control(&response.headers, facts.targeted_field);
     let must_understand = cc.as_ref().is_some_and(|cc| cc.has_key("must-understand"));
@@ -330,22 +350,37 @@ pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Fre
             .ok_or(NotStored::NoFreshness)?
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(cc.as_ref());
-    let mut stored_header = response.clone();
-    if let Some(cc) = &cc {
-        cc.strip_private_headers(&mut stored_header);
-    }
-    if has_cookie {
-        stored_header.remove_header(&SET_COOKIE);
-    }
-    // The age is accounted for in the entry's epoch; a stored Age would be counted twice.
-    stored_header.remove_header(&AGE);
     Ok(Freshness {
         lifetime,
         initial_age: initial_age(&response.headers, facts.now, facts.response_delay),
         stale_while_revalidate,
         stale_if_error,
-        stored_header,
+        stored_header: header_to_store(response, cc.as_ref()),
     })
+}
+
+/// The header to store for a response whose storability was decided on an earlier copy of
+/// its header: the one the client now gets, connection-specific fields removed.
+pub fn header_to_store_now(
+    response: &ResponseHeader,
+    targeted_field: &HeaderName,
+) -> ResponseHeader {
+    let Control { cc, .. } = control(&response.headers, targeted_field);
+    header_to_store(response, cc.as_ref())
+}
+
+/// The header a storable response is kept with: the fields a shared cache may not store
+/// removed (`private="..."` fields, `Set-Cookie`), and `Age`, which the entry's epoch
+/// accounts for (stored, it would be counted twice). Connection-specific fields are gone
+/// before it gets here (RFC 9111 §3.1).
+pub fn header_to_store(response: &ResponseHeader, cc: Option<&CacheControl>) -> ResponseHeader {
+    let mut stored_header = response.clone();
+    if let Some(cc) = cc {
+        cc.strip_private_headers(&mut stored_header);
+    }
+    stored_header.remove_header(&SET_COOKIE);
+    stored_header.remove_header(&AGE);
+    stored_header
 }
 
 /// The byte range a `206` carries (RFC 9110 §14.4): a single `Content-Range: bytes

@@ -251,7 +251,12 @@ impl RequestCache {
             .take()
             .map(|h| policy::merge_not_modified(response, &h));
         let decision = match (&merged, self.decided.take()) {
-            (None, Some(decided)) => decided,
+            // Decided before the response header was rewritten: store it as rewritten.
+            (None, Some(decided)) => decided.map(|mut freshness| {
+                freshness.stored_header =
+                    policy::header_to_store_now(response, rules.targeted_field);
+                freshness
+            }),
             _ => self.storing_decision(req, merged.as_ref().unwrap_or(response), rules),
         };
         match decision {

@@ -192,15 +192,27 @@ pub fn rewrite_request(
     Ok(())
 }
 
-/// The upstream's response header on its way to the client: hop-by-hop headers dropped (kept
-/// for a protocol switch), `Via` added.
+/// The upstream's response header as it arrives, before the cache stores it: hop-by-hop
+/// headers dropped (kept for a protocol switch; RFC 9110 §7.6.1, RFC 9111 §3.1). An interim
+/// response gets `Via` here, since [`add_via`] sees only final ones.
 pub fn rewrite_response(response: &mut ResponseHeader) -> pingora::Result<()> {
     let switching = response.status == http::StatusCode::SWITCHING_PROTOCOLS;
     for name in hop_by_hop_names(&response.headers, switching) {
         response.remove_header(&name);
     }
-    // Via, X-Request-Id, Alt-Svc, Cache-Status.
-    response.reserve(4);
+    if response.status.is_informational() {
+        add_via(response)?;
+    } else {
+        // Via, X-Request-Id, Alt-Svc, Cache-Status, added on the way out.
+        response.reserve(4);
+    }
+    Ok(())
+}
+
+/// `Via` on a final response to the client, proxied or served from the cache (RFC 9110
+/// §7.6.3): appended to the hops the origin's response already passed. Never stored, so a
+/// hit gets it once.
+pub fn add_via(response: &mut ResponseHeader) -> pingora::Result<()> {
     let via = via_value(&response.headers, response.version);
     response.insert_header(VIA_HEADER, via)?;
     Ok(())

@@ -299,6 +299,7 @@ impl ProxyHttp for Parapet {
                 head,
             )
             .await?;
+        headers::add_via(upstream_response)?;
         headers::add_request_id(upstream_response, &ctx.request_id)?;
         if let Some(server) = &ctx.runtime.settings.server_header {
             upstream_response.insert_header(http::header::SERVER, server.clone())?;

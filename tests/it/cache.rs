@@ -2811,3 +2811,111 @@ async fn get_checked(client: &reqwest::Client, url: &str) -> Option<usize> {
     }
     response.bytes().await.ok().map(|b| b.len())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 26: the response rewrite on cached routes, stale on origin failure, must-revalidate
+// revalidation, CDN-Cache-Control of the wrong type.
+
+/// A response and every header named `name`, shown on failure.
+#[track_caller]
+fn assert_no_header(response: &RawResponse, name: &str, what: &str) {
+    assert!(
+        response.header(name).is_none(),
+        "{what}: `{name}` reached the client:\n{}",
+        show(response)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_1_fields_named_by_connection_never_reach_the_client_or_the_store_and_via_is_on_hits(
+) {
+    let origin = Origin::start().await;
+    origin.script(
+        "/hop",
+        Script::counted("v")
+            .cache_control("max-age=3600")
+            .header("Connection", "a")
+            .header("a", "1")
+            .header("Keep-Alive", "timeout=5"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    let miss = edge.get("/hop").await;
+    assert_body(&miss, "v1", "filling miss");
+    let hit = edge.get("/hop").await;
+    assert_body(&hit, "v1", "hit");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+    for (response, what) in [(&miss, "filling miss"), (&hit, "hit")] {
+        assert_no_header(response, "a", what);
+        assert_no_header(response, "keep-alive", what);
+        assert!(
+            response
+                .header_values("connection")
+                .iter()
+                .all(|v| !v.eq_ignore_ascii_case("a")),
+            "{what}: Connection: a reached the client:\n{}",
+            show(response)
+        );
+        assert_eq!(
+            response.header("via"),
+            Some("1.1 parapet"),
+            "{what}:\n{}",
+            show(response)
+        );
+    }
+    let h2 = h2c_client()
+        .get(edge.url("/hop"))
+        .send()
+        .await
+        .expect("h2c GET");
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert!(
+        h2.headers().get("a").is_none(),
+        "h2c hit: {:?}",
+        h2.headers()
+    );
+    assert_eq!(
+        h2.headers().get("via").and_then(|v| v.to_str().ok()),
+        Some("1.1 parapet"),
+        "h2c hit: {:?}",
+        h2.headers()
+    );
+    assert_eq!(origin.requests("/hop"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_1_a_response_with_a_transfer_coding_other_than_chunked_is_not_stored_with_it(
+) {
+    let origin = Origin::start().await;
+    origin.script(
+        "/te",
+        Script::counted("v")
+            .cache_control("max-age=3600")
+            .header("Transfer-Encoding", "gzip")
+            .chunked(),
+    );
+    let edge = Edge::start(&origin).await;
+
+    for (n, what) in [(1, "first GET"), (2, "second GET")] {
+        let response = edge.get("/te").await;
+        assert_eq!(response.status, 200, "{what}:\n{}", show(&response));
+        let status = CacheStatus::of(&response);
+        assert!(status.is_miss(), "{what}: {status}");
+        assert_eq!(
+            status.get("detail"),
+            Some("transfer-coding"),
+            "{what}: {status}"
+        );
+        assert_eq!(origin.requests("/te"), n, "{what}");
+    }
+    // A coding the cache can undo is stored without it.
+    origin.script(
+        "/te-chunked",
+        Script::counted("v").cache_control("max-age=3600").chunked(),
+    );
+    assert_body(&edge.get("/te-chunked").await, "v1", "chunked miss");
+    let hit = edge.get("/te-chunked").await;
+    assert_body(&hit, "v1", "chunked hit");
+    assert_no_header(&hit, "transfer-encoding", "chunked hit");
+    assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
+}

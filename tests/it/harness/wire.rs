@@ -74,8 +74,10 @@ pub(super) async fn read_framed_body<R: AsyncBufRead + Unpin>(
     r: &mut R,
     headers: &[Header],
 ) -> io::Result<Option<Vec<u8>>> {
-    if find_header(headers, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    // The last coding of all `Transfer-Encoding` lines together frames the body.
+    if header_values(headers, "transfer-encoding")
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("chunked"))
     {
         return read_chunked(r).await.map(Some);
     }
