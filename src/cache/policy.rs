@@ -268,7 +268,27 @@ fn valid_targeted_field(headers: &HeaderMap, name: &HeaderName) -> bool {
             &joined
         }
     };
-    sfv::Parser::parse_dictionary(value).is_ok_and(|dictionary| !dictionary.is_empty())
+    sfv::Parser::parse_dictionary(value).is_ok_and(|dictionary| {
+        !dictionary.is_empty() && dictionary.iter().all(|(key, value)| well_typed(key, value))
+    })
+}
+
+/// RFC 9213 §2.1: a directive whose value is of the wrong type (`max-age="60"`, a string)
+/// makes the whole field invalid. The delta-seconds directives must be non-negative integers.
+fn well_typed(directive: &str, value: &sfv::ListEntry) -> bool {
+    const SECONDS: [&str; 4] = [
+        "max-age",
+        "s-maxage",
+        "stale-while-revalidate",
+        "stale-if-error",
+    ];
+    if !SECONDS.contains(&directive) {
+        return true;
+    }
+    matches!(
+        value,
+        sfv::ListEntry::Item(sfv::Item { bare_item: sfv::BareItem::Integer(n), .. }) if *n >= 0
+    )
 }
 
 /// Whether `Transfer-Encoding` names a coding other than `chunked` (or the obsolete, harmless
@@ -1074,7 +1094,17 @@ mod tests {
 
     #[test]
     fn an_invalid_targeted_field_is_ignored_as_a_whole() {
-        for invalid in ["max-age = 100", "max-age=100,,", "max-age=1.2.3", "\"", ""] {
+        for invalid in [
+            "max-age = 100",
+            "max-age=100,,",
+            "max-age=1.2.3",
+            "\"",
+            "",
+            "max-age=\"100\"",
+            "max-age=-1",
+            "s-maxage=1.5",
+            "public, stale-if-error=\"60\"",
+        ] {
             let stored = store(
                 &response(
                     200,

@@ -2919,3 +2919,35 @@ async fn issue_26_point_1_a_response_with_a_transfer_coding_other_than_chunked_i
     assert_no_header(&hit, "transfer-encoding", "chunked hit");
     assert!(CacheStatus::of(&hit).is_fresh_hit(), "{}", show(&hit));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_4_a_cdn_cache_control_directive_of_the_wrong_type_invalidates_the_field() {
+    let origin = Origin::start().await;
+    origin.script(
+        "/string-age",
+        Script::counted("v")
+            .cache_control("no-store")
+            .header("CDN-Cache-Control", "max-age=\"10000\""),
+    );
+    origin.script(
+        "/integer-age",
+        Script::counted("v")
+            .cache_control("no-store")
+            .header("CDN-Cache-Control", "max-age=10000"),
+    );
+    let edge = Edge::start(&origin).await;
+
+    // The string makes the field invalid: Cache-Control's no-store governs.
+    assert_body(&edge.get("/string-age").await, "v1", "/string-age");
+    let second = edge.get("/string-age").await;
+    assert_body(&second, "v2", "/string-age");
+    assert_eq!(
+        CacheStatus::of(&second).get("detail"),
+        Some("no-store"),
+        "{}",
+        show(&second)
+    );
+    // The same directive as an integer governs instead of no-store.
+    assert_body(&edge.get("/integer-age").await, "v1", "/integer-age");
+    assert_body(&edge.get("/integer-age").await, "v1", "/integer-age");
+}
