@@ -2951,3 +2951,31 @@ async fn issue_26_point_4_a_cdn_cache_control_directive_of_the_wrong_type_invali
     assert_body(&edge.get("/integer-age").await, "v1", "/integer-age");
     assert_body(&edge.get("/integer-age").await, "v1", "/integer-age");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_3_a_stale_must_revalidate_response_with_an_etag_is_revalidated_and_a_304_serves_the_stored_body(
+) {
+    let origin = Origin::start().await;
+    let script = |body: &str| {
+        Script::fixed(body.to_string())
+            .cache_control("max-age=1, must-revalidate")
+            .header("Age", USED_UP_ONE_SECOND)
+            .header("ETag", "\"m1\"")
+            .conditional()
+    };
+    origin.script("/must", script("original"));
+    let edge = Edge::start(&origin).await;
+
+    assert_body(&edge.get("/must").await, "original", "first GET");
+    // Same validator, another body: a 304 keeps the stored body, a 200 would show this one.
+    origin.script("/must", script("changed"));
+    for n in 2..=3 {
+        let response = edge.get("/must").await;
+        assert_body(&response, "original", &format!("GET #{n}"));
+        assert_eq!(origin.requests("/must"), n, "GET #{n} was not revalidated");
+        let seen = origin.last_received("/must");
+        assert_eq!(seen.header("if-none-match"), Some("\"m1\""), "{seen:?}");
+        let status = CacheStatus::of(&response);
+        assert_eq!(status.get("fwd-status"), Some("304"), "{status}");
+    }
+}
