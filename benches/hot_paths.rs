@@ -255,6 +255,7 @@ fn bench_headers(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".parse().expect("ip")),
         scheme: "http",
         host: Some("api.example.com"),
+        default_host: None,
         version: http::Version::HTTP_11,
     };
     group.bench_function("forwarding_headers/first_hop", |b| {

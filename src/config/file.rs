@@ -130,6 +130,7 @@ pub struct RawUpstream {
     pub idle_timeout: Option<String>,
     pub retries: Option<usize>,
     pub try_when_all_down: Option<bool>,
+    pub host_header: Option<String>,
     #[serde(default)]
     pub server: Vec<RawServerEntry>,
     pub health_check: Option<RawHealthCheck>,

@@ -261,6 +261,9 @@ pub struct UpstreamConfig {
     pub retries: usize,
     /// Every server down: forget passive failures and try them anyway (default true).
     pub try_when_all_down: bool,
+    /// `Host` sent upstream for a request that has none (HTTP/1.0); `None`: each server's
+    /// address as written, as nginx's `$proxy_host`.
+    pub host_header: Option<http::HeaderValue>,
     pub servers: Vec<ServerConfig>,
     pub health_check: Option<HealthCheckConfig>,
 }
@@ -268,6 +271,8 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub address: SocketAddr,
+    /// The address as the config writes it (`api.internal:8080`), the default upstream `Host`.
+    pub host: http::HeaderValue,
     pub weight: u32,
     /// Passive health: failures within `fail_timeout` that mark the server down (0 = off).
     pub max_fails: u32,

@@ -676,6 +676,7 @@ fn build_upstream(
         }
         servers.push(ServerConfig {
             address,
+            host: written_host(&server.address, address),
             weight,
             max_fails: server.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
             fail_timeout,
@@ -708,6 +709,7 @@ fn build_upstream(
         ),
         retries: raw.retries.unwrap_or(DEFAULT_RETRIES),
         try_when_all_down: raw.try_when_all_down.unwrap_or(true),
+        host_header: host_header(checker, &raw.host_header, &path.key("host_header")),
         servers,
         health_check: raw
             .health_check
@@ -717,6 +719,35 @@ fn build_upstream(
 }
 
 /// Accepts `IP:PORT`, or `HOST:PORT` resolved once at load time (the first address wins).
+/// The server's address as written, as a `Host` value (the resolved one if it cannot be).
+fn written_host(written: &str, resolved: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(written.trim()).unwrap_or_else(|_| {
+        http::HeaderValue::from_str(&resolved.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
+    })
+}
+
+/// `[upstream.NAME] host_header`: a non-empty host, with an optional port.
+fn host_header(
+    checker: &mut Checker,
+    raw: &Option<String>,
+    path: &KeyPath,
+) -> Option<http::HeaderValue> {
+    let text = raw.as_deref()?.trim();
+    match http::uri::Authority::try_from(text) {
+        Ok(authority) if !text.is_empty() && !text.contains('@') => {
+            http::HeaderValue::from_str(authority.as_str()).ok()
+        }
+        _ => {
+            checker.problem(
+                path,
+                format!("{text:?} is not a host name with an optional port, such as \"api.internal:8080\""),
+            );
+            None
+        }
+    }
+}
+
 fn resolve(address: &str) -> Option<SocketAddr> {
     if let Ok(address) = address.parse() {
         return Some(address);
@@ -928,6 +959,31 @@ upstream = "api"
             let found = problems(&text);
             assert_eq!(found.len(), 1, "{bad}: {found:?}");
             assert_eq!(found[0].key, "cache.targeted_field");
+        }
+    }
+
+    #[test]
+    fn host_header_takes_a_host_with_an_optional_port() {
+        for good in [
+            "api.internal",
+            "api.internal:8080",
+            "10.0.0.1:80",
+            "[::1]:8080",
+        ] {
+            let text = GOOD.replace(
+                "[upstream.api]",
+                &format!("[upstream.api]\nhost_header = \"{good}\""),
+            );
+            assert!(problems(&text).is_empty(), "{good}: {:?}", problems(&text));
+        }
+        for bad in ["", "a b", "user@host", "http://x/"] {
+            let text = GOOD.replace(
+                "[upstream.api]",
+                &format!("[upstream.api]\nhost_header = \"{bad}\""),
+            );
+            let found = problems(&text);
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].key, "upstream.api.host_header");
         }
     }
 

@@ -84,6 +84,8 @@ pub struct ForwardedFor<'a> {
     pub scheme: &'a str,
     /// The Host (or :authority) the client asked for.
     pub host: Option<&'a str>,
+    /// The `Host` to send when the client named none (HTTP/1.0): the upstream's.
+    pub default_host: Option<&'a HeaderValue>,
     pub version: http::Version,
 }
 
@@ -169,9 +171,13 @@ pub fn rewrite_request(
         request.insert_header(name, value)?;
     }
     request.insert_header(X_REQUEST_ID, request_id_value(request_id))?;
-    if let Some(host) = info.host {
-        if !request.headers.contains_key(http::header::HOST) {
+    if !request.headers.contains_key(http::header::HOST) {
+        // An HTTP/2 or HTTP/3 client's :authority, else (HTTP/1.0 without Host) the
+        // upstream's host: HTTP/1.1 requires one (RFC 9112 §3.2).
+        if let Some(host) = info.host {
             request.insert_header(http::header::HOST, host)?;
+        } else if let Some(host) = info.default_host {
+            request.insert_header(http::header::HOST, host.clone())?;
         }
     }
     // HTTP/2 and HTTP/3 requests carry the authority in the URI; an HTTP/1 absolute-form one
@@ -385,6 +391,7 @@ mod tests {
             client_ip: Some("127.0.0.1".parse().unwrap()),
             scheme: "http",
             host: Some("api.example.com:8080"),
+            default_host: None,
             version: http::Version::HTTP_11,
         };
         let out = forwarding_headers(&map, &info);
@@ -408,6 +415,7 @@ mod tests {
             client_ip: Some("::1".parse().unwrap()),
             scheme: "http",
             host: None,
+            default_host: None,
             version: http::Version::HTTP_2,
         };
         let out = forwarding_headers(&HeaderMap::new(), &info);

@@ -185,10 +185,15 @@ impl ProxyHttp for Parapet {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let default_host = match (&ctx.target, ctx.attempts.current_server()) {
+            (Some(target), Some(index)) => target.upstream.default_host(index),
+            _ => None,
+        };
         let info = headers::ForwardedFor {
             client_ip: client_ip(session),
             scheme: ctx.scheme,
             host: ctx.host.as_deref(),
+            default_host,
             version: session.req_header().version,
         };
         headers::rewrite_request(upstream_request, &info, &ctx.request_id)?;

@@ -42,6 +42,11 @@ impl Attempts {
         Ok(peer)
     }
 
+    /// The index in its upstream of the current try's server.
+    pub fn current_server(&self) -> Option<usize> {
+        self.current.as_ref().map(|current| current.index)
+    }
+
     /// The connection for the current try is up (`reused`: from the keep-alive pool).
     pub fn connected(&self, reused: bool) {
         if let Some(current) = &self.current {

@@ -289,6 +289,15 @@ impl Upstream {
         }
     }
 
+    /// The `Host` a request without one gets when sent to server `index`: `host_header`, else
+    /// the server's address as written.
+    pub fn default_host(&self, index: usize) -> Option<&http::HeaderValue> {
+        self.config
+            .host_header
+            .as_ref()
+            .or_else(|| self.config.servers.get(index).map(|server| &server.host))
+    }
+
     /// Picks a server for this try. `tried` lists indexes earlier tries of the request used;
     /// `hash_key` is the request's key when the balance is `hash`.
     ///
@@ -414,6 +423,7 @@ mod tests {
             .enumerate()
             .map(|(n, &weight)| ServerConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000 + n as u16)),
+                host: http::HeaderValue::from_static("127.0.0.1"),
                 weight,
                 max_fails: 2,
                 fail_timeout: Duration::from_secs(60),
@@ -430,6 +440,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             retries: 2,
             try_when_all_down,
+            host_header: None,
             servers,
             health_check: None,
         };

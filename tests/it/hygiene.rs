@@ -52,9 +52,16 @@ fn upstream_of(received: &Option<Received>) -> Option<(String, String)> {
         .map(|r| (r.target.clone(), r.header_values("host").join(" | ")))
 }
 
-fn expected(upstream: Upstream) -> Option<(String, String)> {
+/// The `host` of a case that expects the server's address as configured (the default
+/// upstream `Host` for a request without one).
+const SERVER_ADDRESS: &str = "<the server's address>";
+
+fn expected(upstream: Upstream, origin: &Origin) -> Option<(String, String)> {
     match upstream {
         Upstream::Nothing => None,
+        Upstream::Request { target, host } if host == SERVER_ADDRESS => {
+            Some((target.to_string(), origin.addr().to_string()))
+        }
         Upstream::Request { target, host } => Some((target.to_string(), host.to_string())),
     }
 }
@@ -65,10 +72,10 @@ async fn run_table(proxy: &Proxy, origin: &Origin, table: &[(&str, Vec<u8>, u16,
     for (case, request, status, upstream) in table {
         let (got_status, received) = exchange(proxy, origin, request).await;
         let got = upstream_of(&received);
-        if got_status != *status || got != expected(*upstream) {
+        let want = expected(*upstream, origin);
+        if got_status != *status || got != want {
             mismatches.push(format!(
-                "{case}: expected {status} with {:?} upstream, got {got_status} with {got:?}",
-                expected(*upstream)
+                "{case}: expected {status} with {want:?} upstream, got {got_status} with {got:?}"
             ));
         }
     }
@@ -199,7 +206,7 @@ async fn http1_hosts_and_targets_are_checked_before_the_backend_issue_17() {
             200,
             Request {
                 target: "/old",
-                host: "",
+                host: SERVER_ADDRESS,
             },
         ),
         (
@@ -379,5 +386,36 @@ async fn http2_connection_specific_fields_never_reach_the_backend_issue_17() {
         received.header_values("te"),
         Vec::<&str>::new(),
         "TE is hop-by-hop: the proxy answers it, the backend must not see it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_host_gets_the_upstreams_host_header() {
+    let origin = Origin::start().await;
+    origin.fallback(Script::fixed("ok"));
+    let proxy = Proxy::start(&single_upstream_config(
+        reserve_addr(),
+        "host_header = \"api.internal:8080\"",
+        &[origin.addr()],
+        "",
+    ))
+    .await;
+    let (status, received) = exchange(&proxy, &origin, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        upstream_of(&received),
+        Some(("/old".to_string(), "api.internal:8080".to_string()))
+    );
+    // A request that names its host keeps it.
+    let (status, received) = exchange(
+        &proxy,
+        &origin,
+        b"GET /new HTTP/1.0\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        upstream_of(&received),
+        Some(("/new".to_string(), "a.test".to_string()))
     );
 }
