@@ -218,6 +218,8 @@ pub struct StoreFacts<'a> {
     pub rule: Option<&'a CacheRule>,
     /// `[cache] targeted_field`, looked for before CDN-Cache-Control and Cache-Control.
     pub targeted_field: &'a HeaderName,
+    /// `[cache] stale_if_error` (seconds), for a response that names none.
+    pub default_stale_if_error: u32,
     /// When the response arrived.
     pub now: SystemTime,
     /// From sending the request upstream to receiving the response (RFC 9111 §4.2.3).
@@ -369,7 +371,8 @@ pub fn storable(facts: &StoreFacts<'_>, response: &ResponseHeader) -> Result<Fre
         freshness_lifetime(cc.as_ref(), expires, response.status, facts)
             .ok_or(NotStored::NoFreshness)?
     };
-    let (stale_while_revalidate, stale_if_error) = stale_windows(cc.as_ref());
+    let (stale_while_revalidate, stale_if_error) =
+        stale_windows(cc.as_ref(), facts.default_stale_if_error);
     Ok(Freshness {
         lifetime,
         initial_age: initial_age(&response.headers, facts.now, facts.response_delay),
@@ -538,15 +541,22 @@ fn initial_age(headers: &HeaderMap, now: SystemTime, response_delay: Duration) -
 
 /// Stale windows the origin allows: none when it demands revalidation (RFC 9111 §4.2.4:
 /// must-revalidate, proxy-revalidate, no-cache, and s-maxage, which implies proxy-revalidate
-/// for a shared cache); otherwise its explicit stale-while-revalidate/stale-if-error.
-fn stale_windows(cc: Option<&CacheControl>) -> (u32, u32) {
-    let Some(cc) = cc else { return (0, 0) };
+/// for a shared cache); otherwise its explicit stale-while-revalidate, and its explicit
+/// stale-if-error or else `default_stale_if_error` (RFC 9111 §4.2.4 lets a cache serve stale
+/// when disconnected from the origin).
+fn stale_windows(cc: Option<&CacheControl>, default_stale_if_error: u32) -> (u32, u32) {
+    let Some(cc) = cc else {
+        return (0, default_stale_if_error);
+    };
     if forbids_stale(cc) {
         return (0, 0);
     }
     (
         cc.stale_while_revalidate().ok().flatten().unwrap_or(0),
-        cc.stale_if_error().ok().flatten().unwrap_or(0),
+        cc.stale_if_error()
+            .ok()
+            .flatten()
+            .unwrap_or(default_stale_if_error),
     )
 }
 
@@ -666,6 +676,7 @@ mod tests {
             request_headers: req,
             rule,
             targeted_field,
+            default_stale_if_error: 0,
             now,
             response_delay: Duration::ZERO,
         }

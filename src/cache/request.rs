@@ -35,6 +35,8 @@ const MAX_MULTIPART_RANGES: Option<usize> = Some(200);
 pub struct StoreRules<'a> {
     pub rules: &'a [CacheRule],
     pub targeted_field: &'a HeaderName,
+    /// `[cache] stale_if_error` (seconds), for responses that name none.
+    pub stale_if_error: u32,
     /// When the request started (the response delay of RFC 9111 §4.2.3 counts from it).
     pub started: Instant,
 }
@@ -61,6 +63,8 @@ pub struct RequestCache {
     set_cookies: Vec<http::HeaderValue>,
     /// The hit came from the shared tier (Redis), not this instance's cache.
     shared_hit: bool,
+    /// A stale response stands in for a failing origin (stale-if-error).
+    stale_on_error: bool,
     /// The coding this request's stored response is derived into, once decided.
     derivation: Option<Option<Derivation>>,
 }
@@ -229,6 +233,7 @@ impl RequestCache {
             request_headers: &req.headers,
             rule: policy::rule_for(rules.rules, req.uri.path()),
             targeted_field: rules.targeted_field,
+            default_stale_if_error: rules.stale_if_error,
             now: SystemTime::now(),
             response_delay: rules.started.elapsed(),
         };
@@ -283,8 +288,11 @@ impl RequestCache {
     }
 
     /// Whether a stale response may be served now (`error`: None while revalidating).
-    pub fn serve_stale(&self, error: Option<&Error>) -> bool {
-        policy::may_serve_stale(&self.directives, stale_cause(error))
+    pub fn serve_stale(&mut self, error: Option<&Error>) -> bool {
+        let cause = stale_cause(error);
+        let serve = policy::may_serve_stale(&self.directives, cause);
+        self.stale_on_error = serve && cause != StaleCause::Revalidating;
+        serve
     }
 
     /// The derivation the stored response this request is served needs, decided once:
@@ -410,6 +418,7 @@ impl RequestCache {
             not_stored: self.not_stored.filter(|_| self.method_cacheable),
             method_not_cacheable: !self.method_cacheable,
             shared_hit: self.shared_hit,
+            stale_on_error: self.stale_on_error,
         };
         response.insert_header(CACHE_STATUS, status::cache_status(&facts))?;
         if forwarded_now && !response.headers.contains_key(http::header::SET_COOKIE) {
@@ -485,7 +494,9 @@ fn stale_cause(error: Option<&Error>) -> StaleCause {
         return StaleCause::Revalidating;
     };
     match e.etype() {
-        ErrorType::HTTPStatus(code) if *code >= 500 => StaleCause::ServerError,
+        // RFC 5861 §4's errors: 500, 502, 503 and 504, not 501 or 505, which say something
+        // about the request.
+        ErrorType::HTTPStatus(500 | 502 | 503 | 504) => StaleCause::ServerError,
         ErrorType::HTTPStatus(_) => StaleCause::OtherFailure,
         _ if e.esource() == &ErrorSource::Upstream => StaleCause::UpstreamFailure,
         _ => StaleCause::OtherFailure,

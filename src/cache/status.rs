@@ -66,6 +66,8 @@ pub struct StatusFacts<'a> {
     pub method_not_cacheable: bool,
     /// A hit served from the shared tier (Redis) rather than this instance's cache.
     pub shared_hit: bool,
+    /// A stale response served because the origin failed (stale-if-error).
+    pub stale_on_error: bool,
 }
 
 /// The `Cache-Status` value, e.g. `parapet; hit; ttl=42`, `parapet; hit; ttl=42; detail=shared`
@@ -83,7 +85,11 @@ pub fn cache_status(facts: &StatusFacts<'_>) -> String {
             if let Some(ttl) = facts.ttl {
                 parts.push(format!("ttl={ttl}"));
             }
-            parts.push("detail=stale".into());
+            parts.push(if facts.stale_on_error {
+                "detail=stale-if-error".into()
+            } else {
+                "detail=stale".into()
+            });
             return parts.join("; ");
         }
         CachePhase::Miss => forwarded(&mut parts, "uri-miss"),
@@ -124,6 +130,7 @@ mod tests {
             not_stored: None,
             method_not_cacheable: false,
             shared_hit: false,
+            stale_on_error: false,
         }
     }
 

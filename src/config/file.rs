@@ -67,6 +67,7 @@ pub struct RawCache {
     pub max_object_size: Option<RawSize>,
     pub lock_timeout: Option<String>,
     pub targeted_field: Option<String>,
+    pub stale_if_error: Option<String>,
     #[serde(default)]
     pub rule: Vec<RawCacheRule>,
     pub shared: Option<RawSharedCache>,

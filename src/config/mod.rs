@@ -53,6 +53,9 @@ pub struct CacheConfig {
     /// RFC 9213 targeted field whose directives govern storing and freshness before
     /// CDN-Cache-Control and Cache-Control (default `Parapet-Cache-Control`).
     pub targeted_field: http::HeaderName,
+    /// How long a stale response may stand in for a failing origin when the response names
+    /// no `stale-if-error` of its own and allows serving stale (default 5 min; 0 = never).
+    pub stale_if_error: Duration,
     pub rules: Vec<CacheRule>,
     /// The shared second tier (`[cache.shared]`); `None`: this instance's cache only.
     pub shared: Option<SharedCacheConfig>,

@@ -45,6 +45,7 @@ const DEFAULT_QUIC_IDLE_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_CACHE_MAX_BYTES: u64 = 256 << 20;
 const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 << 20;
 const DEFAULT_CACHE_LOCK_TIMEOUT_SECS: u64 = 5;
+const DEFAULT_STALE_IF_ERROR_SECS: u64 = 300;
 
 /// Collects problems (the file is refused) and warnings (keys that do nothing) while building
 /// the runtime config.
@@ -550,6 +551,11 @@ fn build_cache(checker: &mut Checker, raw: &RawCache, path: &KeyPath) -> CacheCo
             Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECS),
         ),
         targeted_field: targeted_field(checker, &raw.targeted_field, &path.key("targeted_field")),
+        stale_if_error: checker.duration(
+            &raw.stale_if_error,
+            &path.key("stale_if_error"),
+            Duration::from_secs(DEFAULT_STALE_IF_ERROR_SECS),
+        ),
         rules,
         shared: raw
             .shared

@@ -39,6 +39,7 @@ fn store_rules(runtime: &Runtime, started: std::time::Instant) -> cache::request
     cache::request::StoreRules {
         rules: &runtime.cache_rules,
         targeted_field: &runtime.cache_targeted_field,
+        stale_if_error: runtime.cache_stale_if_error,
         started,
     }
 }

@@ -37,6 +37,8 @@ pub struct Runtime {
     pub cache_rules: Vec<crate::config::CacheRule>,
     /// `[cache] targeted_field` (RFC 9213), consulted before CDN-Cache-Control.
     pub cache_targeted_field: http::HeaderName,
+    /// `[cache] stale_if_error` in whole seconds, for responses that name none.
+    pub cache_stale_if_error: u32,
 }
 
 /// Facts about the listener on one port.
@@ -109,6 +111,8 @@ impl Runtime {
             doors: door_facts(config),
             cache_rules: config.cache.rules.clone(),
             cache_targeted_field: config.cache.targeted_field.clone(),
+            cache_stale_if_error: u32::try_from(config.cache.stale_if_error.as_secs())
+                .unwrap_or(u32::MAX),
         }
     }
 

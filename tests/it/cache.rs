@@ -2979,3 +2979,112 @@ async fn issue_26_point_3_a_stale_must_revalidate_response_with_an_etag_is_reval
         assert_eq!(status.get("fwd-status"), Some("304"), "{status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_2_a_stale_response_stands_in_for_a_failing_origin_unless_it_forbids_serving_stale(
+) {
+    let origin = Origin::start().await;
+    // Stale on arrival, no stale-if-error of its own: [cache] stale_if_error (5 min) applies.
+    let stale = |cc: &str| {
+        Script::counted("v")
+            .cache_control(cc)
+            .header("Age", USED_UP_ONE_SECOND)
+    };
+    let failures: [(&str, Script); 5] = [
+        ("/500", Script::counted("error ").status(500)),
+        ("/502", Script::counted("error ").status(502)),
+        ("/503", Script::counted("error ").status(503)),
+        ("/504", Script::counted("error ").status(504)),
+        ("/closed", Script::counted("never ").unanswered()),
+    ];
+    for (path, _) in &failures {
+        origin.script(path, stale("max-age=1"));
+    }
+    for forbidding in [
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-cache",
+        "s-maxage=1",
+    ] {
+        origin.script(
+            &format!("/forbid/{forbidding}"),
+            stale(&format!("max-age=1, {forbidding}")),
+        );
+    }
+    origin.script("/501", stale("max-age=1"));
+    let edge = Edge::start(&origin).await;
+
+    let forbidding = [
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-cache",
+        "s-maxage=1",
+    ];
+    for path in failures
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .chain(forbidding.iter().map(|f| format!("/forbid/{f}")))
+        .chain(["/501".to_string()])
+    {
+        assert_body(&edge.get(&path).await, "v1", &format!("{path} first GET"));
+    }
+    for (path, failure) in failures {
+        origin.script(path, failure);
+        let response = edge.get(path).await;
+        assert_body(
+            &response,
+            "v1",
+            &format!("{path}: the stored body stands in"),
+        );
+        let status = CacheStatus::of(&response);
+        assert!(status.is_stale_hit(), "{path}: {status}");
+        assert_eq!(
+            status.get("detail"),
+            Some("stale-if-error"),
+            "{path}: {status}"
+        );
+    }
+    for directive in forbidding {
+        let path = format!("/forbid/{directive}");
+        origin.script(&path, Script::counted("error ").status(503));
+        let response = edge.get(&path).await;
+        assert_eq!(response.status, 503, "{path}: {}", show(&response));
+        assert!(
+            response.text().starts_with("error "),
+            "{path}: {}",
+            show(&response)
+        );
+    }
+    // 501 says the origin does not do this, not that it is failing.
+    origin.script("/501", Script::counted("error ").status(501));
+    let response = edge.get("/501").await;
+    assert_eq!(response.status, 501, "{}", show(&response));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_26_point_2_stale_if_error_zero_in_the_config_turns_the_default_window_off() {
+    let origin = Origin::start().await;
+    origin.script(
+        "/sie",
+        Script::counted("v")
+            .cache_control("max-age=1")
+            .header("Age", USED_UP_ONE_SECOND),
+    );
+    origin.script(
+        "/own",
+        Script::counted("v")
+            .cache_control("max-age=1, stale-if-error=60")
+            .header("Age", USED_UP_ONE_SECOND),
+    );
+    let cache = format!("{CACHE_TABLE}stale_if_error = \"0s\"\n");
+    let edge = Edge::with(&origin, CACHED_ROUTE, &cache).await;
+
+    for path in ["/sie", "/own"] {
+        assert_body(&edge.get(path).await, "v1", path);
+        origin.script(path, Script::counted("error ").status(502));
+    }
+    let response = edge.get("/sie").await;
+    assert_eq!(response.status, 502, "{}", show(&response));
+    // The response's own stale-if-error wins over the config.
+    assert_body(&edge.get("/own").await, "v1", "/own");
+}

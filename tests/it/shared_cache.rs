@@ -31,6 +31,8 @@ impl Instance {
     }
 
     /// An instance whose `[cache.shared] url` is `url` (say, through a relay), when given.
+    /// `[cache] stale_if_error` is off, so the entries' lifetimes in Redis are the responses'
+    /// own windows.
     async fn start_with_url(origin: &Origin, url: Option<String>, shared_extra: &str) -> Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file: PathBuf = dir.path().join("admin.token");
@@ -42,7 +44,8 @@ impl Instance {
             "{}\n[upstream.app]\nconnect_timeout = \"500ms\"\nread_timeout = \"5s\"\n\n\
              [[upstream.app.server]]\naddress = \"{}\"\nmax_fails = 0\n\n\
              [[route]]\npath_prefix = \"/\"\nupstream = \"app\"\ncache = true\n\n{}\n\
-             [cache]\nmax_size = \"16MiB\"\nmax_object_size = \"1MiB\"\nlock_timeout = \"5s\"\n{shared}\n",
+             [cache]\nmax_size = \"16MiB\"\nmax_object_size = \"1MiB\"\nlock_timeout = \"5s\"\n\
+             stale_if_error = \"0s\"\n{shared}\n",
             server_and_listener(reserve_addr()),
             origin.addr(),
             admin_table(reserve_addr(), Some(&token_file)),
