@@ -62,6 +62,16 @@ impl fmt::Debug for LoadedCertificate {
     }
 }
 
+impl TlsError {
+    /// The fault is in the private key file (so a config error names the `key`, not `cert`).
+    pub fn is_about_key(&self) -> bool {
+        matches!(
+            self,
+            TlsError::ReadKey { .. } | TlsError::NoKey { .. } | TlsError::UnsupportedKey { .. }
+        )
+    }
+}
+
 /// Installs ring as rustls' process-wide crypto provider (idempotent).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

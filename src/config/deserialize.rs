@@ -2,7 +2,8 @@
 //! run: serde stops at the first, so each is reported, blanked out (its `key = value`, or the
 //! table a required key is missing from, replaced by spaces, so every line and offset stays
 //! where it was) and the text read again. Unknown keys are collected on the way
-//! (`serde_ignored`).
+//! (`serde_ignored`). A syntax error (a duplicate key, a broken table header) stops the
+//! reading: nothing after it can be trusted, and it is reported once.
 
 use super::file::RawConfig;
 use super::locate::{KeyPath, SourceMap};
@@ -20,9 +21,18 @@ pub(super) struct Read {
 }
 
 pub(super) fn read(text: &str, map: &SourceMap) -> Read {
+    if let Some(problem) = syntax_problem(text, map) {
+        return Read {
+            raw: None,
+            unknown: Vec::new(),
+            problems: vec![problem],
+        };
+    }
     let mut text = text.to_string();
     let mut problems = Vec::new();
     let mut blanked_keys = Vec::new();
+    // Every wrong value so far was one `key = value`, now blank: the rest is sound to check.
+    let mut only_keys_blanked = true;
     loop {
         let mut unknown = Vec::new();
         let parsed = serde_ignored::deserialize(toml::Deserializer::new(&text), |path| {
@@ -31,7 +41,7 @@ pub(super) fn read(text: &str, map: &SourceMap) -> Read {
         let error = match parsed {
             Ok(raw) => {
                 return Read {
-                    raw: problems.is_empty().then_some(raw),
+                    raw: only_keys_blanked.then_some(raw),
                     unknown,
                     problems,
                 }
@@ -39,14 +49,19 @@ pub(super) fn read(text: &str, map: &SourceMap) -> Read {
             Err(error) => error,
         };
         if !is_consequence(&error, &blanked_keys) {
-            problems.push(map.serde_problem(&error));
+            let mut problem = map.serde_problem(&error);
+            problem.message = plain_type_names(&problem.message);
+            problems.push(problem);
         }
         let progress = match blank_key_value(&mut text, &error) {
             Some(key) => {
                 blanked_keys.push(key);
                 true
             }
-            None => blank_span(&mut text, &error),
+            None => {
+                only_keys_blanked = false;
+                blank_span(&mut text, &error)
+            }
         };
         if !progress || problems.len() >= MAX_TYPE_ERRORS {
             return Read {
@@ -123,4 +138,110 @@ fn blank_span(text: &mut String, error: &toml::de::Error) -> bool {
         .collect();
     text.replace_range(span, &blank);
     true
+}
+
+/// The file's first TOML syntax error, if any, as one problem: the line it is on, the key
+/// (for a duplicate key, the table and key), and toml's message on one line.
+fn syntax_problem(text: &str, map: &SourceMap) -> Option<Problem> {
+    let error = toml_edit::ImDocument::parse(text.to_string()).err()?;
+    let message = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let line = error.span().map_or(0, |span| map.line_of(span.start));
+    Some(Problem {
+        line,
+        key: duplicated_key(&message).unwrap_or_default(),
+        message,
+    })
+}
+
+/// `server.threads` from toml's "duplicate key `threads` in table `server`".
+fn duplicated_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("duplicate key `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let table = rest
+        .strip_prefix(" in table `")
+        .and_then(|t| t.split_once('`'))
+        .map(|(table, _)| table)
+        .filter(|table| !table.is_empty());
+    Some(table.map_or(key.to_string(), |table| format!("{table}.{key}")))
+}
+
+/// serde's "invalid type: string \"32\", expected usize" in an operator's words: "expected a
+/// whole number, got the string \"32\"".
+fn plain_type_names(message: &str) -> String {
+    const NAMES: [(&str, &str); 16] = [
+        ("usize", "a whole number"),
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("u16", "a whole number"),
+        ("u8", "a whole number"),
+        ("isize", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("i16", "a whole number"),
+        ("i8", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        ("a sequence", "an array"),
+        ("a map", "a table"),
+        ("a boolean", "true or false"),
+        ("a string", "a quoted string"),
+    ];
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let expected = NAMES
+        .iter()
+        .find(|(rust, _)| *rust == expected)
+        .map_or(expected, |(_, plain)| plain);
+    let expected = if expected.starts_with("struct ") {
+        "a table"
+    } else {
+        expected
+    };
+    format!("expected {expected}, got {found}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_type_names_become_plain_words() {
+        assert_eq!(
+            plain_type_names("invalid type: string \"32\", expected usize"),
+            "expected a whole number, got string \"32\""
+        );
+        assert_eq!(
+            plain_type_names("invalid value: integer `-1`, expected u32"),
+            "expected a whole number, got integer `-1`"
+        );
+        assert_eq!(
+            plain_type_names("invalid type: integer `5`, expected a string"),
+            "expected a quoted string, got integer `5`"
+        );
+        assert_eq!(
+            plain_type_names("missing field `address`"),
+            "missing field `address`"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_with_its_table() {
+        assert_eq!(
+            duplicated_key("duplicate key `threads` in table `server`").as_deref(),
+            Some("server.threads")
+        );
+        assert_eq!(duplicated_key("duplicate key `a`").as_deref(), Some("a"));
+        assert_eq!(duplicated_key("invalid table header"), None);
+    }
 }

@@ -46,6 +46,8 @@ const DEFAULT_CACHE_MAX_BYTES: u64 = 256 << 20;
 const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 << 20;
 const DEFAULT_CACHE_LOCK_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_STALE_IF_ERROR_SECS: u64 = 300;
+/// Below this, `max_request_header_size` passes but refuses ordinary requests: a warning.
+const SMALLEST_WORKABLE_HEADER_BYTES: u64 = 1024;
 
 /// Collects problems (the file is refused) and warnings (keys that do nothing) while building
 /// the runtime config.
@@ -292,6 +294,14 @@ fn build_server(checker: &mut Checker, raw: &RawServer, path: &KeyPath) -> Serve
         &path.key("max_request_header_size"),
         DEFAULT_MAX_REQUEST_HEADER_BYTES,
     );
+    if header_limit < SMALLEST_WORKABLE_HEADER_BYTES {
+        checker.warning(
+            &path.key("max_request_header_size"),
+            format!(
+                "{header_limit} bytes refuses most browsers' requests (a typical head is 500-2000 bytes with cookies); nginx allows 1 KiB per line and 8 KiB in all"
+            ),
+        );
+    }
     let line_limit = checker.size(
         &raw.max_request_line_size,
         &path.key("max_request_line_size"),
@@ -459,7 +469,10 @@ fn build_certificates(
                 key,
                 loaded: std::sync::Arc::new(loaded),
             }),
-            Err(e) => checker.problem(&path.index(index).key("cert"), e.to_string()),
+            Err(e) => {
+                let key_name = if e.is_about_key() { "key" } else { "cert" };
+                checker.problem(&path.index(index).key(key_name), e.to_string())
+            }
         }
     }
     certificates
@@ -664,16 +677,19 @@ fn build_upstream(
             &here.key("fail_timeout"),
             Duration::from_secs(DEFAULT_FAIL_TIMEOUT_SECS),
         );
-        let Some(address) = resolve(&server.address) else {
-            checker.problem(
-                &here.key("address"),
-                format!(
-                    "invalid address \"{}\": expected HOST:PORT such as \"127.0.0.1:9001\"",
-                    server.address
-                ),
-            );
-            continue;
+        let address = match resolve(&server.address) {
+            Ok(address) => address,
+            Err(why) => {
+                checker.problem(&here.key("address"), why);
+                continue;
+            }
         };
+        if address.port() == 0 {
+            checker.warning(
+                &here.key("address"),
+                format!("port 0: nothing listens there, so every request sent to {address} fails"),
+            );
+        }
         if !seen.insert(address) {
             checker.problem(
                 &here.key("address"),
@@ -754,11 +770,23 @@ fn host_header(
     }
 }
 
-fn resolve(address: &str) -> Option<SocketAddr> {
+/// The server's socket address: an IP and port, or a host name resolved now.
+fn resolve(address: &str) -> Result<SocketAddr, String> {
     if let Ok(address) = address.parse() {
-        return Some(address);
+        return Ok(address);
     }
-    address.to_socket_addrs().ok()?.next()
+    let not_host_port =
+        || format!("invalid address \"{address}\": expected HOST:PORT such as \"127.0.0.1:9001\"");
+    let (host, port) = address.rsplit_once(':').ok_or_else(not_host_port)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(not_host_port());
+    }
+    match address.to_socket_addrs() {
+        Ok(mut found) => found
+            .next()
+            .ok_or_else(|| format!("host \"{host}\" resolves to no address")),
+        Err(e) => Err(format!("cannot resolve host \"{host}\": {e}")),
+    }
 }
 
 fn build_balance(checker: &mut Checker, raw: &RawUpstream, path: &KeyPath) -> Balance {

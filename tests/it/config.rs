@@ -413,3 +413,115 @@ fn certs_dev_keeps_an_existing_ca_unless_forced_issue_17() {
         ca
     );
 }
+
+/// Each fixture of `tests/fixtures/check/`, whether `parapet check` passes it, and every line
+/// it must print (`LINE:KEY: MESSAGE-START`, after the file name) — no more, no fewer.
+const CHECK_FIXTURES: &[(&str, bool, &[&str])] = &[
+    (
+        "mixed_types_and_values",
+        false,
+        &[
+            "3:server.threads: must be > 0",
+            "9:upstream.api.keepalive: expected a whole number, got string \"32\"",
+            "13:upstream.api.server[0].weight: must be > 0",
+            "17:route[0].upstream: no upstream named \"nope\"",
+        ],
+    ),
+    (
+        "duplicate_key",
+        false,
+        &["3:server.threads: duplicate key `threads` in table `server`"],
+    ),
+    (
+        "syntax_error",
+        false,
+        &["1: invalid table header: expected `.`, `]`"],
+    ),
+    (
+        "missing_key_file",
+        false,
+        &["6:listener[0].certificate[0].key: cannot read private key "],
+    ),
+    (
+        "unresolvable_host",
+        false,
+        &[
+            "6:upstream.api.server[0].address: cannot resolve host \"no-such-host.invalid\": ",
+            "9:upstream.api.server[1].address: invalid address \"127.0.0.1\": expected HOST:PORT",
+        ],
+    ),
+    (
+        "passes_but_cannot_work",
+        true,
+        &[
+            "3:server.max_request_header_size: warning: 512 bytes refuses most browsers' requests",
+            "10:upstream.api.server[0].address: warning: port 0: nothing listens there",
+        ],
+    ),
+];
+
+#[test]
+fn check_reports_every_problem_of_each_fixture_in_one_run_issue_25() {
+    let certs = crate::harness::dev_certs();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check");
+    let mut mismatches = Vec::new();
+    for (name, passes, expected) in CHECK_FIXTURES {
+        let text = std::fs::read_to_string(fixtures.join(format!("{name}.toml")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .replace("@CERTS@", &certs.path().display().to_string());
+        let file = ConfigFile::new(&text);
+        let out = file.check();
+        let prefix = format!("{}:", file.path().display());
+        let reported: Vec<&str> = out
+            .output
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter(|line| !line.starts_with(" ok"))
+            .collect();
+        let all_found = expected.len() == reported.len()
+            && expected
+                .iter()
+                .zip(&reported)
+                .all(|(want, got)| got.starts_with(want));
+        if out.status.success() != *passes || !all_found {
+            mismatches.push(format!(
+                "{name}: expected {} with\n  {}\ngot {} with\n{}",
+                if *passes { "success" } else { "failure" },
+                expected.join("\n  "),
+                out.status,
+                out.output
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+#[test]
+fn the_shipped_config_checks_without_a_warning_issue_25() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/parapet.toml");
+    let certs = crate::harness::dev_certs();
+    // The shipped file names certs/ relative to the working directory; check it from a
+    // directory that has them.
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(work.path().join("certs")).expect("certs dir");
+    for file in ["ca.crt", "localhost.crt", "localhost.key"] {
+        std::fs::copy(
+            certs.path().join(file),
+            work.path().join("certs").join(file),
+        )
+        .expect("copy cert");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["check", "-c"])
+        .arg(&conf)
+        .current_dir(work.path())
+        .output()
+        .expect("run parapet check");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "{output}");
+    assert!(!output.contains("warning"), "{output}");
+}
