@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod bind_check;
 pub mod cache;
 pub mod compress;
 pub mod config;

@@ -39,6 +39,15 @@ const LOG_FLUSH_TIMEOUT_MS: u64 = 500;
 /// Runs the proxy until it is stopped; `upgrade` takes the listening sockets over from a
 /// running instance (SIGQUIT hand-over).
 pub fn run(config: Config, upgrade: bool) -> ! {
+    // Pingora retries a taken port for half a minute and then panics in the listener's thread,
+    // leaving a process that serves nothing; on a fresh start a taken port is a config error.
+    // An upgrade takes the sockets from the old process, which still holds them.
+    if !upgrade {
+        if let Err(taken) = crate::bind_check::addresses_free(&config) {
+            eprintln!("{taken}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = access_log::start(&config.access_log) {
         tracing::error!(error = %e, "cannot start the access log");
         std::process::exit(1);

@@ -371,6 +371,14 @@ impl Config {
         Self::parse(&text, path)
     }
 
+    /// `FILE:LINE:KEY` of one of this config's keys, the file read again: for problems found
+    /// once the config is in use (a listener's port taken by another process).
+    pub fn location_of(&self, path: &KeyPath) -> String {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        let line = locate::SourceMap::new(&text).line_of_path(path);
+        format!("{}:{line}:{path}", self.source.display())
+    }
+
     /// The warnings, each as `FILE:LINE:KEY: warning: message`.
     pub fn warning_lines(&self) -> Vec<String> {
         let file = self.source.display().to_string();

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{
-    client, eventually, reserve_addr, run_parapet, single_upstream_config, try_get, Backend, Proxy,
+    admin_table, client, eventually, get, line_of, reserve_addr, run_parapet,
+    single_upstream_config, try_get, Backend, ConfigFile, Origin, Proxy, Script,
 };
 
 #[test]
@@ -113,4 +114,63 @@ async fn sigterm_on_an_idle_proxy_exits_zero() {
     let status = proxy.wait_exit(Duration::from_secs(1 + 5)).await;
     let status = status.unwrap_or_else(|| panic!("still running 6 s after SIGTERM (grace 1 s)"));
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// A second instance on ports a first one holds: exits non-zero at once with the located
+/// message, for the listener's port and for the admin port, and the first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_makes_a_second_instance_exit_at_once_naming_the_key_issue_25() {
+    let origin = Origin::start().await;
+    origin.fallback(Script::fixed("ok"));
+    let admin = admin_table(reserve_addr(), None);
+    let first = Proxy::start(&single_upstream_config(
+        reserve_addr(),
+        "",
+        &[origin.addr()],
+        &admin,
+    ))
+    .await;
+    let taken_listener = single_upstream_config(first.addr(), "", &[origin.addr()], "");
+    let admin_line = format!("[admin]\nlisten = \"{}\"\n", first.admin_addr());
+    let taken_admin = single_upstream_config(reserve_addr(), "", &[origin.addr()], &admin_line);
+    for (toml, key, address) in [
+        (&taken_listener, "listener[0].address", first.addr()),
+        (&taken_admin, "admin.listen", first.admin_addr()),
+    ] {
+        let file = ConfigFile::new(toml);
+        let started = std::time::Instant::now();
+        let out = file.run_expecting_exit();
+        let took = started.elapsed();
+        assert!(!out.status.success(), "{key}: {}", out.output);
+        assert!(
+            took < Duration::from_secs(2),
+            "{key}: exited after {took:?}"
+        );
+        let line = line_of(
+            toml,
+            if key == "admin.listen" {
+                "listen ="
+            } else {
+                "address ="
+            },
+            1,
+        );
+        let expected = format!(
+            "{}: {address}: address in use",
+            file.location(line, key).trim_end_matches(':')
+        );
+        assert!(
+            out.output.contains(&expected),
+            "expected `{expected}` in:\n{}",
+            out.output
+        );
+        assert!(!out.output.contains("panicked"), "{}", out.output);
+        assert!(!out.output.contains("listening"), "{}", out.output);
+    }
+    let (status, body) = get(&client(), &format!("http://{}/", first.addr())).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok"),
+        "the first instance still serves"
+    );
 }
