@@ -151,6 +151,9 @@ impl HttpServerApp for HttpDoor {
 struct Door {
     http1: Arc<HttpDoor>,
     h2c: Option<Arc<HttpDoor>>,
+    /// HTTP/1.x is served when the first bytes are not the h2 preface (false on an h2c-only
+    /// listener, where they get GOAWAY(PROTOCOL_ERROR) instead, RFC 9113 §3.4).
+    serves_http1: bool,
     limit: Arc<ConnectionLimit>,
     timeouts: ClientTimeouts,
 }
@@ -176,6 +179,7 @@ impl Door {
         Door {
             http1: door(false),
             h2c: listener.h2c.then(|| door(true)),
+            serves_http1: listener.http1 || listener.is_tls(),
             limit,
             timeouts,
         }
@@ -196,12 +200,12 @@ impl ServerApp for Door {
                     let _open = OpenConnection::count(Protocol::H2);
                     return h2c.process_new(stream, shutdown).await;
                 }
-                Preface::Invalid => {
+                Preface::Http1 if self.serves_http1 => {}
+                Preface::Invalid | Preface::Http1 => {
                     preface::refuse(&mut stream).await;
                     return None;
                 }
                 Preface::Gone => return None,
-                Preface::Http1 => {}
             }
         }
         if stream.selected_alpn_proto() == Some(ALPN::H2) {

@@ -3,8 +3,8 @@
 //! broken h2 preface on h2c).
 
 use crate::harness::{
-    admin_table, dev_certs, h2_frames, reserve_addr, servers, Origin, Proxy, RawConnection, Script,
-    CLIENT_TIMEOUT, FRAME_GOAWAY, H2_PROTOCOL_ERROR,
+    admin_table, dev_certs, get, h2_frames, h2c_client, reserve_addr, servers, Origin, Proxy,
+    RawConnection, Script, CLIENT_TIMEOUT, FRAME_GOAWAY, H2_PROTOCOL_ERROR,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -272,6 +272,43 @@ async fn a_broken_h2_preface_on_an_h2c_port_gets_goaway_protocol_error_issue_17(
         );
     }
     assert_eq!(origin.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_only_listener_answers_anything_but_the_h2_preface_with_goaway_issue_26() {
+    let origin = Origin::start().await;
+    origin.fallback(Script::fixed("ok"));
+    let toml = config(reserve_addr(), origin.addr(), "", "")
+        .replace(r#"protocols = ["http1", "h2c"]"#, r#"protocols = ["h2c"]"#);
+    let proxy = Proxy::start(&toml).await;
+    let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("an HTTP/1.1 request", GET.to_vec()),
+        ("one byte of garbage", b"G\r\n".to_vec()),
+        (
+            "a wrong preface tail",
+            b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n".to_vec(),
+        ),
+        (
+            "a preface then PING before SETTINGS",
+            [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], ping].concat(),
+        ),
+    ];
+    for (case, bytes) in cases {
+        let mut connection = RawConnection::open(proxy.addr()).await;
+        connection.send(&bytes).await;
+        let frames = h2_frames(&connection.read_until_closed().await);
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.kind == FRAME_GOAWAY
+                    && f.payload.get(4..8) == Some(&H2_PROTOCOL_ERROR[..])),
+            "{case}: no GOAWAY(PROTOCOL_ERROR) in {frames:?}"
+        );
+    }
+    assert_eq!(origin.total_requests(), 0);
+    let (status, body) = get(&h2c_client(), &format!("http://{}/", proxy.addr())).await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "h2c itself is served");
 }
 
 fn tls_listener_keys(certs: &Path) -> String {
