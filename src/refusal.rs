@@ -130,6 +130,7 @@ impl Refusal {
             (ErrorType::HTTPStatus(0), _) => return None,
             (ErrorType::HTTPStatus(408), ErrorSource::Downstream) => Refusal::ClientTimeout,
             (ErrorType::HTTPStatus(414), ErrorSource::Downstream) => Refusal::TargetTooLong,
+            (ErrorType::HTTPStatus(431), ErrorSource::Downstream) => Refusal::HeaderTooLarge,
             (ErrorType::HTTPStatus(code), _) => Refusal::Status(*code),
             (_, ErrorSource::Upstream) if is_timeout(e) => Refusal::UpstreamTimeout,
             (_, ErrorSource::Upstream) => Refusal::UpstreamFailure,

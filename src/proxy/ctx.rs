@@ -98,6 +98,8 @@ impl Ctx {
     pub fn admit(&mut self, session: &mut Session) -> Result<(), Refusal> {
         let req = session.req_header();
         crate::validate_request::check(req, self.runtime.settings.max_request_line_size)?;
+        one_content_length(session)?;
+        let req = session.req_header();
         self.host = crate::fields::request_host(&req.headers, &req.uri).map(str::to_string);
         self.normalize_path(session)?;
         let req = session.req_header();
@@ -213,4 +215,26 @@ pub fn proxy_failure(
         replayable: !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none(),
     }
+}
+
+/// Several `Content-Length` values that agree (two lines, or `5, 5`) go upstream as one line
+/// (RFC 9110 §8.6), so no backend has to choose; values that disagree are refused.
+fn one_content_length(session: &mut Session) -> Result<(), Violation> {
+    let headers = &session.req_header().headers;
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let repeated = match (values.next(), values.next()) {
+        (Some(first), None) => first.as_bytes().contains(&b','),
+        (Some(_), Some(_)) => true,
+        (None, _) => false,
+    };
+    if !repeated {
+        return Ok(());
+    }
+    let Some(length) = crate::validate_request::content_length(headers)? else {
+        return Ok(());
+    };
+    session
+        .req_header_mut()
+        .insert_header(http::header::CONTENT_LENGTH, length)
+        .map_err(|_| Violation::InvalidContentLength)
 }

@@ -222,6 +222,13 @@ async fn http1_hosts_and_targets_are_checked_before_the_backend_issue_17() {
             Nothing,
         ),
         (
+            "Content-Length with Transfer-Encoding",
+            b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+            Nothing,
+        ),
+        (
             "two different Content-Length values",
             b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
                 .to_vec(),
@@ -418,4 +425,40 @@ async fn an_http_1_0_request_without_host_gets_the_upstreams_host_header() {
         upstream_of(&received),
         Some(("/new".to_string(), "a.test".to_string()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreeing_content_length_values_go_upstream_as_one_line_issue_26() {
+    let (proxy, origin) = start().await;
+    for (case, request) in [
+        (
+            "two lines",
+            &b"POST /two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"[..],
+        ),
+        (
+            "a list",
+            &b"POST /list HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 5\r\n\r\nhello"[..],
+        ),
+    ] {
+        let (status, received) = exchange(&proxy, &origin, request).await;
+        assert_eq!(status, 200, "{case}");
+        let received = received.unwrap_or_else(|| panic!("{case}: nothing reached the origin"));
+        assert_eq!(received.header_values("content-length"), ["5"], "{case}: {received:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_header_fields_than_the_parser_holds_is_431_issue_26() {
+    let (proxy, origin) = start().await;
+    let fields: String = (0..300).map(|n| format!("X-F{n}: v\r\n")).collect();
+    let request = format!("GET / HTTP/1.1\r\nHost: a.test\r\n{fields}\r\n");
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection.send(request.as_bytes()).await;
+    let response = connection.response().await;
+    assert_eq!(response.status, 431, "{}", response.text());
+    assert!(
+        connection.is_closed_by_peer().await,
+        "the connection stays open"
+    );
+    assert_eq!(origin.total_requests(), 0);
 }

@@ -457,8 +457,14 @@ impl HttpSession {
                         // also requires us to disable keepalive when both headers are present.
                         let has_both_te_and_cl =
                             contains_content_length && contains_transfer_encoding;
+                        // Both framings in one request are refused, as nginx does: RFC 9112
+                        // §6.3 lets a server reject it, and the servers behind the proxy may
+                        // read it the other way (request smuggling). (Parapet patch.)
                         if has_both_te_and_cl {
-                            request_header.remove_header(&CONTENT_LENGTH);
+                            return Error::e_explain(
+                                InvalidHTTPHeader,
+                                "Content-Length together with Transfer-Encoding",
+                            );
                         }
                         adopt_target_authority(&mut request_header)?;
 
@@ -510,6 +516,14 @@ impl HttpSession {
                                     e,
                                 );
                             }
+                        }
+                        // More fields than the parser holds: 431, not a malformed 400 (RFC
+                        // 6585 §5). (Parapet patch.)
+                        httparse::Error::TooManyHeaders => {
+                            return Error::e_explain(
+                                HTTPStatus(431),
+                                format!("more than {MAX_HEADERS} header fields"),
+                            );
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
