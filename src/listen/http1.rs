@@ -3,7 +3,8 @@
 //!
 //! - A new connection may stay silent for `header_timeout` (then it is closed without a word,
 //!   as nginx does); a request head must be complete `header_timeout` after its first byte,
-//!   else 408 and close (the vendored `set_header_timeout`).
+//!   else 408 and close (the vendored `set_header_timeout`, and the vendored keep-alive read
+//!   that answers a head stalled part-way with 408 instead of closing).
 //! - Between requests the connection may idle for `keepalive_timeout` (whole seconds, rounded
 //!   up); zero turns keep-alive off. Pingora would otherwise keep it as long as the client's
 //!   `Keep-Alive` header asks, or forever.

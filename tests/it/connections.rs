@@ -89,6 +89,35 @@ async fn a_head_trickled_past_header_timeout_gets_408_and_close_issue_17() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_head_that_stalls_gets_408_and_an_access_log_line_issue_25() {
+    let origin = Origin::start().await;
+    let toml = config(reserve_addr(), origin.addr(), "header_timeout = \"1s\"", "")
+        + "\n[access_log]\ntarget = \"stdout\"\n";
+    let proxy = Proxy::start(&toml).await;
+    let cases: [(&str, &[u8]); 2] = [
+        (
+            "a head without its empty line",
+            b"GET /x HTTP/1.1\r\nHost: a.test\r\n",
+        ),
+        ("one byte", b"G"),
+    ];
+    for (n, (case, bytes)) in cases.into_iter().enumerate() {
+        let mut connection = RawConnection::open(proxy.addr()).await;
+        connection.send(bytes).await;
+        let answer = String::from_utf8_lossy(&connection.read_until_closed().await).to_string();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{case}: {answer:?}");
+        assert!(
+            proxy
+                .wait_for_log_lines(&["\"status\":408", "\"protocol\":\"http1\""], n + 1)
+                .await,
+            "{case}: no access-log line for the 408:\n{}",
+            proxy.logs()
+        );
+    }
+    assert_eq!(origin.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_new_connection_is_closed_after_header_timeout_without_an_answer_issue_17() {
     let (proxy, _origin) = start("header_timeout = \"1s\"", "").await;
     let mut connection = RawConnection::open(proxy.addr()).await;

@@ -224,6 +224,14 @@ impl HttpSession {
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
+                    // A head begun and not finished is the client's timeout, answered 408
+                    // like the head deadline's, not a silent close. (Parapet patch.)
+                    Err(_) if already_read > 0 => {
+                        return Error::e_explain(
+                            HTTPStatus(408),
+                            format!("request header not complete within {d:?}"),
+                        );
+                    }
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
                         return Ok(None);
