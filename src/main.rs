@@ -66,16 +66,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsAction {
-    /// Write ca.crt/ca.key and localhost.crt/localhost.key (localhost, 127.0.0.1, ::1) into DIR;
-    /// keys are readable by their owner only, and an existing CA is kept unless --force.
-    /// Trust ca.crt in a browser or pass it to clients (curl --cacert); never use in production.
+    /// Write what DIR lacks of ca.crt/ca.key and localhost.crt/localhost.key (localhost,
+    /// 127.0.0.1, ::1): a missing leaf is signed by the CA already there. Keys are readable by
+    /// their owner only. Trust ca.crt in a browser or pass it to clients (curl --cacert); never
+    /// use in production.
     Dev {
         /// Where to write the files.
         #[arg(short, long, value_name = "DIR", default_value = DEFAULT_CERT_DIR)]
         dir: PathBuf,
-        /// Replace an existing CA (clients that trusted the old one stop trusting the leaf).
+        /// Remake the leaf, signed by the existing CA (clients keep trusting it).
         #[arg(long)]
         force: bool,
+        /// Remake the CA and the leaf (clients that trusted the old CA stop trusting).
+        #[arg(long)]
+        force_ca: bool,
     },
 }
 
@@ -96,6 +100,16 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{error}");
         ExitCode::from(2)
     })
+}
+
+/// What `certs dev` replaces: `--force-ca` the CA and the leaf, `--force` the leaf.
+fn replacing(force: bool, force_ca: bool) -> parapet::tls::Replace {
+    use parapet::tls::Replace;
+    match (force, force_ca) {
+        (_, true) => Replace::CaAndLeaf,
+        (true, false) => Replace::Leaf,
+        (false, false) => Replace::Missing,
+    }
 }
 
 /// The shipped config's TLS listener uses development certificates: make them when missing.
@@ -145,8 +159,20 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Certs {
-            action: CertsAction::Dev { dir, force },
-        } => match parapet::tls::write_dev_certificates(&dir, force) {
+            action:
+                CertsAction::Dev {
+                    dir,
+                    force,
+                    force_ca,
+                },
+        } => match parapet::tls::write_dev_certificates(&dir, replacing(force, force_ca)) {
+            Ok(files) if files.is_empty() => {
+                eprintln!(
+                    "{} already has a CA and a leaf: nothing written (--force remakes the leaf with this CA, --force-ca the CA too)",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
             Ok(files) => {
                 for file in files {
                     println!("wrote {}", file.display());

@@ -127,8 +127,6 @@ pub enum TlsError {
     },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("{} already exists: clients may trust it, so it is kept (pass --force to replace the CA and the leaf)", .0.display())]
-    CaExists(PathBuf),
 }
 
 /// Loads a PEM chain and key and checks that they belong together.
@@ -300,71 +298,112 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Makes `ca.crt`/`ca.key` (a local CA) and `localhost.crt`/`localhost.key` (a leaf for
-/// localhost, 127.0.0.1 and ::1 signed by it) in `dir`, keys with mode 0600. A CA already in
-/// `dir` is never overwritten: that is [`TlsError::CaExists`].
-pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
-    write_dev_certificates(dir, false)
+/// What `parapet certs dev` replaces of what a directory already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Only what is missing: a missing leaf is made with the existing CA.
+    Missing,
+    /// The leaf, signed by the existing CA (`--force`).
+    Leaf,
+    /// The CA and the leaf (`--force-ca`): clients that trusted the old CA stop trusting.
+    CaAndLeaf,
 }
 
-/// Like [`make_dev_certificates`]; with `force`, an existing CA in `dir` is replaced too.
-pub fn write_dev_certificates(dir: &Path, force: bool) -> Result<Vec<PathBuf>, TlsError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-    };
-    for name in [DEV_CA_CERT, DEV_CA_KEY] {
-        let path = dir.join(name);
-        if !force && path.exists() {
-            return Err(TlsError::CaExists(path));
-        }
+/// Makes what is missing of `ca.crt`/`ca.key` (a local CA) and `localhost.crt`/`localhost.key`
+/// (a leaf for localhost, 127.0.0.1 and ::1 signed by it) in `dir`, keys with mode 0600. An
+/// existing CA (both files) is kept and signs a missing leaf.
+pub fn make_dev_certificates(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
+    write_dev_certificates(dir, Replace::Missing)
+}
+
+/// Like [`make_dev_certificates`], replacing what `replace` says; the files written (none
+/// when everything was there and nothing was to be replaced).
+pub fn write_dev_certificates(dir: &Path, replace: Replace) -> Result<Vec<PathBuf>, TlsError> {
+    let has = |name: &str| dir.join(name).exists();
+    let keep_ca = has(DEV_CA_CERT) && has(DEV_CA_KEY) && replace != Replace::CaAndLeaf;
+    let leaf_missing = !has(DEV_LEAF_CERT) || !has(DEV_LEAF_KEY);
+    if keep_ca && !leaf_missing && replace == Replace::Missing {
+        return Ok(Vec::new());
     }
     std::fs::create_dir_all(dir).map_err(|source| TlsError::CreateDir {
         path: dir.to_path_buf(),
         source,
     })?;
     let write = |name: &str, text: &str, mode: u32| write_file(&dir.join(name), text, mode);
+    let mut written = Vec::new();
+    let ca_key = if keep_ca {
+        existing_ca_key(&dir.join(DEV_CA_KEY))?
+    } else {
+        rcgen::KeyPair::generate()?
+    };
+    // The same name and key as the CA on disk: what it signs verifies against that ca.crt.
+    let ca_cert = dev_ca_params()?.self_signed(&ca_key)?;
+    if !keep_ca {
+        written.push(write(DEV_CA_CERT, &ca_cert.pem(), PUBLIC_MODE)?);
+        written.push(write(
+            DEV_CA_KEY,
+            &ca_key.serialize_pem(),
+            PRIVATE_KEY_MODE,
+        )?);
+    }
+    let leaf_key = rcgen::KeyPair::generate()?;
+    let leaf_cert = dev_leaf_params()?.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    written.push(write(DEV_LEAF_CERT, &leaf_cert.pem(), PUBLIC_MODE)?);
+    written.push(write(
+        DEV_LEAF_KEY,
+        &leaf_key.serialize_pem(),
+        PRIVATE_KEY_MODE,
+    )?);
+    Ok(written)
+}
 
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
+fn existing_ca_key(path: &Path) -> Result<rcgen::KeyPair, TlsError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| TlsError::ReadKey {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(rcgen::KeyPair::from_pem(&pem)?)
+}
+
+fn dev_ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
         .distinguished_name
         .push(DnType::CommonName, "Parapet development CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
+    Ok(params)
+}
 
-    let leaf_key = KeyPair::generate()?;
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()])?;
-    leaf_params
+fn dev_leaf_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
+    use rcgen::{CertificateParams, DnType, KeyUsagePurpose, SanType};
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+    params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
-    leaf_params
+    params
         .subject_alt_names
         .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    leaf_params
+    params
         .subject_alt_names
         .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
-    leaf_params.key_usages = vec![
+    params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key)?;
-
-    Ok(vec![
-        write(DEV_CA_CERT, &ca_cert.pem(), PUBLIC_MODE)?,
-        write(DEV_CA_KEY, &ca_key.serialize_pem(), PRIVATE_KEY_MODE)?,
-        write("localhost.crt", &leaf_cert.pem(), PUBLIC_MODE)?,
-        write("localhost.key", &leaf_key.serialize_pem(), PRIVATE_KEY_MODE)?,
-    ])
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
 }
 
 const DEV_CA_CERT: &str = "ca.crt";
 const DEV_CA_KEY: &str = "ca.key";
+const DEV_LEAF_CERT: &str = "localhost.crt";
+const DEV_LEAF_KEY: &str = "localhost.key";
 /// Private keys are readable by their owner only; certificates by anyone.
 const PRIVATE_KEY_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
@@ -417,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn dev_keys_are_private_and_an_existing_ca_is_kept_without_force_issue_17() {
+    fn dev_keys_are_private_and_an_existing_ca_is_kept_without_force_ca_issue_17() {
         use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = temp.path();
@@ -429,12 +468,11 @@ mod tests {
         assert_eq!((mode("ca.key"), mode("localhost.key")), (0o600, 0o600));
         assert_eq!((mode("ca.crt"), mode("localhost.crt")), (0o644, 0o644));
         let ca = std::fs::read(dir.join("ca.crt")).expect("ca");
-        let refused = make_dev_certificates(dir).unwrap_err();
-        assert!(matches!(refused, TlsError::CaExists(_)), "{refused}");
+        assert!(make_dev_certificates(dir).expect("kept").is_empty());
         assert_eq!(std::fs::read(dir.join("ca.crt")).expect("ca"), ca);
         std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
-        write_dev_certificates(dir, true).expect("forced");
+        write_dev_certificates(dir, Replace::CaAndLeaf).expect("forced");
         assert_ne!(std::fs::read(dir.join("ca.crt")).expect("ca"), ca);
         assert_eq!(mode("ca.key"), 0o600);
     }

@@ -378,40 +378,51 @@ fn an_unreadable_token_file_fails_the_check_issue_17() {
 }
 
 #[test]
-fn certs_dev_keeps_an_existing_ca_unless_forced_issue_17() {
+fn certs_dev_keeps_the_ca_remakes_a_missing_leaf_and_force_replaces_only_what_it_names_issue_25() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = |force: bool| {
+    let certs = |flag: Option<&str>| {
         let mut args = vec![
             "certs".as_ref(),
             "dev".as_ref(),
             "--dir".as_ref(),
             dir.path().as_os_str(),
         ];
-        if force {
-            args.push("--force".as_ref());
+        if let Some(flag) = flag {
+            args.push(flag.as_ref());
         }
         crate::harness::run_parapet(&args)
     };
-    assert!(certs(false).status.success());
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect(name);
+    assert!(certs(None).status.success());
     let mode = std::fs::metadata(dir.path().join("ca.key"))
         .expect("ca.key")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca.crt");
-    let refused = certs(false);
-    assert!(!refused.status.success(), "{}", refused.output);
-    assert!(refused.output.contains("--force"), "{}", refused.output);
+    let (ca, leaf) = (read("ca.crt"), read("localhost.crt"));
+
+    let again = certs(None);
+    assert!(again.status.success(), "{}", again.output);
+    assert!(again.output.contains("nothing written"), "{}", again.output);
     assert_eq!(
-        std::fs::read(dir.path().join("ca.crt")).expect("ca.crt"),
-        ca
+        (read("ca.crt"), read("localhost.crt")),
+        (ca.clone(), leaf.clone())
     );
-    assert!(certs(true).status.success());
-    assert_ne!(
-        std::fs::read(dir.path().join("ca.crt")).expect("ca.crt"),
-        ca
-    );
+
+    std::fs::remove_file(dir.path().join("localhost.key")).expect("remove the leaf key");
+    let remade = certs(None);
+    assert!(remade.status.success(), "{}", remade.output);
+    assert_eq!(read("ca.crt"), ca, "the CA is kept");
+    assert_ne!(read("localhost.crt"), leaf, "the leaf is remade");
+
+    let leaf = read("localhost.crt");
+    assert!(certs(Some("--force")).status.success());
+    assert_eq!(read("ca.crt"), ca, "--force keeps the CA");
+    assert_ne!(read("localhost.crt"), leaf, "--force remakes the leaf");
+
+    assert!(certs(Some("--force-ca")).status.success());
+    assert_ne!(read("ca.crt"), ca, "--force-ca makes a new CA");
 }
 
 /// Each fixture of `tests/fixtures/check/`, whether `parapet check` passes it, and every line

@@ -439,3 +439,43 @@ fn certs_dev_writes_a_ca_and_a_localhost_leaf() {
     assert!(leaf.names.iter().any(|n| n == "localhost"));
     assert!(leaf.names.iter().any(|n| n == "127.0.0.1"));
 }
+
+/// A leaf `parapet certs dev` remade with the CA already there is trusted by a client that
+/// trusts that CA: the TLS handshake succeeds (issue 25 point 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_remade_with_the_existing_dev_ca_is_trusted_by_its_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    parapet::tls::make_dev_certificates(dir.path()).expect("first certificates");
+    let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca.crt");
+    std::fs::remove_file(dir.path().join("localhost.crt")).expect("remove the leaf");
+    let written = parapet::tls::make_dev_certificates(dir.path()).expect("leaf remade");
+    assert_eq!(written.len(), 2, "only the leaf is written: {written:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.crt")).expect("ca.crt"),
+        ca
+    );
+
+    let backend = Backend::start("remade").await;
+    let listen = reserve_addr();
+    let certs = certificate_table(
+        &dir.path().join("localhost.crt"),
+        &dir.path().join("localhost.key"),
+    );
+    let proxy = Proxy::start(&tls_config(
+        listen,
+        r#"["http1"]"#,
+        &certs,
+        &[backend.addr()],
+    ))
+    .await;
+    let client = tls_client(&dir.path().join("ca.crt"), &[("localhost", listen)])
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/", proxy.addr().port());
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .expect("TLS handshake with the kept CA");
+    assert_eq!(response.status(), 200);
+}
