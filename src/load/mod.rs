@@ -5,7 +5,7 @@
 //! request when the stages say it is due, measures latency from that moment, ticks progress and
 //! scrapes `/metrics` every second → `report` gathers it all → `output`: the summary on stdout,
 //! the JSON or HTML report on disk; and the exit status from the thresholds (0 all hold, 1 one
-//! failed).
+//! failed, or every request failed).
 //!
 //! Files: `cli` (flags), `plan_file` (TOML), `plan` (fields, merge, checks), `stages` (the rate
 //! curve), `threshold`, `dispatch` (the scheduler), `client/` (HTTP/1.1, h2, h3), `record` (HDR
@@ -66,10 +66,29 @@ pub fn run(args: LoadArgs) -> ExitCode {
     if let Err(message) = output::publish(&report, plan.report.as_ref()) {
         return bad_input(&[message]);
     }
+    if report.all_failed {
+        eprintln!(
+            "parapet load: every one of the {} requests failed ({}): exit {EXIT_THRESHOLD_FAILED}",
+            report.total.finished,
+            error_summary(&report.error_kinds)
+        );
+    }
     match report.passed {
         true => ExitCode::from(EXIT_PASSED),
         false => ExitCode::from(EXIT_THRESHOLD_FAILED),
     }
+}
+
+/// The commonest error kinds, e.g. `connect: refused ×1000, status 502 ×3`.
+fn error_summary(kinds: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut kinds: Vec<(&String, &u64)> = kinds.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1));
+    kinds
+        .iter()
+        .take(3)
+        .map(|(kind, n)| format!("{kind} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn bad_input(problems: &[String]) -> ExitCode {

@@ -29,7 +29,11 @@ pub struct Report {
     pub thresholds: Vec<Verdict>,
     /// Set when Ctrl-C stopped the run this many seconds in; such a run does not pass.
     pub interrupted_after_secs: Option<f64>,
-    /// True when every threshold holds (and the run was not interrupted).
+    /// Every request sent failed (refused, timed out, or an error status): such a run does not
+    /// pass, thresholds or not.
+    pub all_failed: bool,
+    /// True when every threshold holds, the run was not interrupted and not every request
+    /// failed.
     pub passed: bool,
     pub generator: GeneratorReport,
     /// Parapet's own view (with --admin).
@@ -192,15 +196,18 @@ impl Report {
         let stages = (0..plan.stages.len())
             .map(|index| stage_report(plan, tallies, index))
             .collect();
+        let total = total_report(plan, tallies);
+        let all_failed = total.finished > 0 && total.errors == total.finished;
         Report {
             parapet_version: env!("CARGO_PKG_VERSION"),
             started_unix_secs: run.started_unix_secs,
             plan: plan_report(plan),
             stages,
-            total: total_report(plan, tallies),
+            total,
             error_kinds: tallies.error_kinds.clone(),
             interrupted_after_secs: run.interrupted.map(|d| d.as_secs_f64()),
-            passed: run.interrupted.is_none() && thresholds.iter().all(|v| v.passed),
+            all_failed,
+            passed: run.interrupted.is_none() && !all_failed && thresholds.iter().all(|v| v.passed),
             thresholds,
             generator: generator_report(&run),
             timeline: timeline(plan, tallies, &run.split_timeline),

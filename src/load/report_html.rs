@@ -70,6 +70,7 @@ fn heading(html: &mut String, report: &Report) {
         report.passed,
     ) {
         (Some(_), _, _) => "<span class=\"fail\">interrupted by Ctrl-C</span>",
+        (None, _, false) if report.all_failed => "<span class=\"fail\">every request failed</span>",
         (None, true, _) => "<span>no thresholds</span>",
         (None, false, true) => "<span class=\"pass\">all thresholds hold</span>",
         (None, false, false) => "<span class=\"fail\">a threshold failed</span>",

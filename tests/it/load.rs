@@ -285,3 +285,14 @@ fn measured_millis(line: &str) -> Option<f64> {
             .map(|s| s * 1000.0),
     }
 }
+
+/// A run in which every request fails exits 1 and says so, even without thresholds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_where_every_request_fails_exits_1_without_thresholds_issue_25() {
+    let refuser = crate::harness::Refuser::new();
+    let url = format!("http://{}/nothing-listens", refuser.addr());
+    let out = load(args(&["--url", &url, "--stages", "1s:20"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.output);
+    assert!(out.output.contains("every one of the"), "{}", out.output);
+    assert!(out.output.contains("requests failed"), "{}", out.output);
+}
