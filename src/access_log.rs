@@ -46,6 +46,10 @@ pub struct Entry {
     /// hit, stale, miss, expired or bypass on a route that caches; null elsewhere.
     pub cache_status: Option<&'static str>,
     pub request_id: String,
+    /// Why a request head that could not be read was refused (`too many headers`, `invalid
+    /// header name`...); left out of other lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 enum Message {

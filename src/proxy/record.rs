@@ -47,6 +47,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
             upstream_time_ms: ctx.attempts.upstream_time().map(millis),
             cache_status: ctx.cache.outcome(&session.cache).map(Outcome::as_str),
             request_id: ctx.request_id.clone(),
+            reason: None,
         });
     }
 }
@@ -88,14 +89,16 @@ pub async fn unreadable_request(session: &mut ServerSession, e: &Error, runtime:
     let status = refusal.status();
     UNROUTED_METRICS.record(status, protocol, started.elapsed().as_secs_f64());
     super::metrics::count_body_out(protocol, bytes as u64);
-    tracing::debug!(status, error = %e, "request head refused");
+    let reason = refusal_reason(e);
+    let (method, path) = request_line_read(e);
+    tracing::debug!(status, reason, method, path, error = %e, "request head refused");
     if access_log::enabled() {
         access_log::log(&access_log::Entry {
             time: now_rfc3339(),
             client: client_of(session),
-            method: String::new(),
+            method,
             host: String::new(),
-            path: String::new(),
+            path,
             protocol: protocol.as_str(),
             status,
             bytes: bytes as u64,
@@ -104,7 +107,45 @@ pub async fn unreadable_request(session: &mut ServerSession, e: &Error, runtime:
             upstream_time_ms: None,
             cache_status: None,
             request_id,
+            reason: Some(reason),
         });
+    }
+}
+
+/// Why a head was refused, in the parser's words: its cause (`invalid header name`, `too many
+/// headers`...), else what the reader explained (`request header not complete within 10s`).
+fn refusal_reason(e: &Error) -> String {
+    if let Some(cause) = &e.cause {
+        return cause.to_string();
+    }
+    match e.context.as_ref().map(|c| c.as_str()) {
+        Some(context) if !context.starts_with("buf: ") => context.to_string(),
+        _ => e.etype().as_str().to_string(),
+    }
+}
+
+/// The method and target of the head's request line, when the reader got that far: taken
+/// from the bytes Pingora's error quotes (`buf: GET /x HTTP/1.1\r\n...`). Empty otherwise.
+fn request_line_read(e: &Error) -> (String, String) {
+    let Some(quoted) = e
+        .context
+        .as_ref()
+        .and_then(|c| c.as_str().strip_prefix("buf: "))
+    else {
+        return (String::new(), String::new());
+    };
+    let quoted = quoted.trim_start_matches('"');
+    let Some((line, _)) = quoted.split_once("\\r\\n") else {
+        return (String::new(), String::new());
+    };
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next()) {
+        (Some(method), Some(target))
+            if !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            (method.to_string(), target.to_string())
+        }
+        _ => (String::new(), String::new()),
     }
 }
 

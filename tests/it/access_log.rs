@@ -377,3 +377,52 @@ async fn a_client_that_leaves_before_the_answer_is_logged_499_with_no_bytes() {
         "{line}"
     );
 }
+
+/// A head that cannot be parsed is logged with why, and with its method and path when the
+/// parser read them (issue 25 point 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_head_is_logged_with_the_reason_and_the_method_and_path_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let backend = Backend::start("app").await;
+    let proxy = Proxy::start(&logged_config(reserve_addr(), backend.addr(), &log)).await;
+    let many_fields: String = (0..300).map(|n| format!("X-F{n}: v\r\n")).collect();
+    let cases: [(Vec<u8>, u16, &str, &str, &str); 3] = [
+        (
+            b"GET /bad-name HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n".to_vec(),
+            400,
+            "invalid header name",
+            "GET",
+            "/bad-name",
+        ),
+        (
+            format!("GET /many HTTP/1.1\r\nHost: a\r\n{many_fields}\r\n").into_bytes(),
+            431,
+            "more than 256 header fields",
+            "",
+            "",
+        ),
+        (
+            b"\x01\x02 garbage\r\n\r\n".to_vec(),
+            400,
+            "invalid token",
+            "",
+            "",
+        ),
+    ];
+    for (bytes, status, _, _, _) in &cases {
+        let mut connection = RawConnection::open(proxy.addr()).await;
+        connection.send(bytes).await;
+        assert_eq!(connection.response().await.status, *status);
+    }
+    let lines = wait_for_lines(&log, cases.len()).await;
+    for (_, status, reason, method, path) in cases {
+        let line = lines
+            .iter()
+            .find(|l| l["reason"] == reason)
+            .unwrap_or_else(|| panic!("no line with reason {reason:?} in {lines:#?}"));
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["method"], method, "{line}");
+        assert_eq!(line["path"], path, "{line}");
+    }
+}
