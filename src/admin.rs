@@ -1,18 +1,24 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/upstreams`, `/config`, the status
-//! page (`/` and `/status.json`), and the mutating `POST /reload`, `POST /purge` and `PURGE URL`,
-//! which need
-//! `Authorization: Bearer <token>` with the token read from `[admin] token_file`.
+//! page (`/` and `/status.json`), and the mutating `POST /reload`, `POST /purge` and `PURGE URL`.
+//!
+//! With `[admin] token_file` set, every endpoint but the static page needs
+//! `Authorization: Bearer <token>` (`/metrics`, `/healthz` and `/readyz` only with
+//! `protect_metrics = true`); the mutating ones are refused without a `token_file`. See
+//! [`auth`] for the header, the comparison and the per-address lockout.
 
+mod auth;
 mod status;
 
-use crate::config::{AccessLogTarget, Config, HealthCheckKind};
+use crate::config::{AccessLogTarget, AdminConfig, Config, HealthCheckKind};
 use crate::control::Control;
 use crate::metrics;
 use async_trait::async_trait;
+use auth::{Failure, Guard, Lockout};
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,12 +29,21 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Serves the admin endpoints.
 pub struct Admin {
     control: Arc<Control>,
+    lockout: Lockout,
 }
 
 impl Admin {
     pub fn new(control: Arc<Control>) -> Self {
-        Admin { control }
+        Admin {
+            control,
+            lockout: Lockout::default(),
+        }
     }
+}
+
+/// Registers `parapet_admin_auth_failures_total`.
+pub fn register_metrics() {
+    auth::register_metrics();
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
@@ -48,6 +63,19 @@ fn json_reply(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
     reply(status, JSON, body)
 }
 
+/// Every path the listener knows; any other is 404, a known one with another method 405.
+const KNOWN_PATHS: [&str; 9] = [
+    "/",
+    "/status.json",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/upstreams",
+    "/config",
+    "/reload",
+    "/purge",
+];
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -55,38 +83,123 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         // Drain any request body so the connection stays usable; the endpoints take none.
         while let Ok(Some(_)) = session.read_request_body().await {}
-        match (method, path.as_str()) {
-            (Method::GET, "/") => status::page(),
-            (Method::GET, "/status.json") => self.status(session),
-            (Method::GET, "/metrics") => self.metrics(),
-            (Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
-            (Method::GET, "/readyz") => self.readyz(),
-            (Method::GET, "/upstreams") => self.upstreams(),
-            (Method::GET, "/config") => {
-                json_reply(StatusCode::OK, &effective_config(&self.control.current()))
-            }
-            (Method::POST, "/reload") => {
-                self.authorized(session, path.as_str(), |admin| admin.reload())
-            }
-            (Method::POST, "/purge") => {
-                let query = session.req_header().uri.query().unwrap_or("").to_string();
-                self.authorized(session, path.as_str(), |_| purge(&query))
-            }
-            (method, _) if method.as_str() == "PURGE" => {
-                let targets = purge_targets(session.req_header());
-                self.authorized(session, "PURGE", |_| purge_urls(&targets))
-            }
-            (
-                _,
-                "/" | "/status.json" | "/metrics" | "/healthz" | "/readyz" | "/upstreams"
-                | "/config" | "/reload" | "/purge",
-            ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
-            _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        let purge_method = method.as_str() == "PURGE";
+        if !purge_method && !KNOWN_PATHS.contains(&path.as_str()) {
+            return reply(StatusCode::NOT_FOUND, TEXT, "not found\n");
         }
+        let config = self.control.current();
+        let admin = config.admin.clone().unwrap_or_else(|| AdminConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_file: None,
+            protect_metrics: false,
+        });
+        let label = if purge_method { "PURGE" } else { path.as_str() };
+        let guard = auth::guard_of(&path, purge_method, &admin);
+        self.refusal(session, &admin, guard, label)
+            .unwrap_or_else(|| self.serve(session, &method, &path, &config))
     }
 }
 
 impl Admin {
+    /// The endpoint's answer, once the request has passed its guard.
+    fn serve(
+        &self,
+        session: &ServerSession,
+        method: &Method,
+        path: &str,
+        config: &Config,
+    ) -> Response<Vec<u8>> {
+        match (method, path) {
+            (&Method::GET, "/") => status::page(),
+            (&Method::GET, "/status.json") => {
+                json_reply(StatusCode::OK, &status::snapshot(&self.control.runtime()))
+            }
+            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/upstreams") => self.upstreams(),
+            (&Method::GET, "/config") => json_reply(StatusCode::OK, &effective_config(config)),
+            (&Method::POST, "/reload") => self.reload(),
+            (&Method::POST, "/purge") => purge(session.req_header().uri.query().unwrap_or("")),
+            (method, _) if method.as_str() == "PURGE" => {
+                purge_urls(&purge_targets(session.req_header()))
+            }
+            _ => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
+        }
+    }
+
+    /// `None` when the request passes its guard, else the refusal: 401 (no or wrong token) or
+    /// 429 (this address is locked out after too many wrong tokens).
+    fn refusal(
+        &self,
+        session: &ServerSession,
+        admin: &AdminConfig,
+        guard: Guard,
+        path: &str,
+    ) -> Option<Response<Vec<u8>>> {
+        let expected = match guard {
+            Guard::Open => return None,
+            Guard::TokenIfSet if admin.token_file.is_none() => return None,
+            Guard::Token | Guard::TokenIfSet => auth::expected_token(admin),
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let Some(expected) = expected else {
+            tracing::warn!(client = ?client, path, "admin request refused: no token_file configured (or it is empty/unreadable)");
+            return Some(json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "this endpoint needs [admin] token_file"}),
+            ));
+        };
+        let now = Instant::now();
+        if let Some(wait) = client.and_then(|ip| self.lockout.locked_for(ip, now)) {
+            auth::count(Failure::RateLimited);
+            tracing::warn!(client = ?client, path, "admin request refused: too many wrong tokens from this address");
+            return Some(too_many_failures(auth::retry_after_secs(wait)));
+        }
+        match auth::presented_token(&session.req_header().headers) {
+            Some(presented)
+                if auth::constant_time_eq(expected.as_bytes(), presented.as_bytes()) =>
+            {
+                None
+            }
+            presented => {
+                let failure = if presented.is_some() {
+                    Failure::Wrong
+                } else {
+                    Failure::Missing
+                };
+                Some(self.refuse(client, path, failure, now))
+            }
+        }
+    }
+
+    /// The 401 for a missing or wrong token; a wrong one counts toward the address's lockout.
+    fn refuse(
+        &self,
+        client: Option<IpAddr>,
+        path: &str,
+        failure: Failure,
+        now: Instant,
+    ) -> Response<Vec<u8>> {
+        auth::count(failure);
+        if let (Failure::Wrong, Some(ip)) = (failure, client) {
+            self.lockout.fail(ip, now);
+        }
+        tracing::warn!(client = ?client, path, token_present = failure == Failure::Wrong, "admin request refused: wrong or missing bearer token");
+        let mut response = json_reply(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "missing or wrong bearer token"}),
+        );
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+
     fn metrics(&self) -> Response<Vec<u8>> {
         crate::upstream::metrics::refresh_gauges(self.control.runtime().upstreams.iter());
         crate::cache::refresh_gauges();
@@ -121,23 +234,6 @@ impl Admin {
         json_reply(StatusCode::OK, &groups)
     }
 
-    /// The status page's snapshot. It names every server, so with a token configured it needs
-    /// the token, as the mutating endpoints do.
-    fn status(&self, session: &ServerSession) -> Response<Vec<u8>> {
-        let snapshot =
-            |admin: &Self| json_reply(StatusCode::OK, &status::snapshot(&admin.control.runtime()));
-        let token_set = self
-            .control
-            .current()
-            .admin
-            .is_some_and(|admin| admin.token_file.is_some());
-        if token_set {
-            self.authorized(session, "/status.json", snapshot)
-        } else {
-            snapshot(self)
-        }
-    }
-
     fn reload(&self) -> Response<Vec<u8>> {
         match self.control.reload() {
             Ok(report) => json_reply(
@@ -150,60 +246,19 @@ impl Admin {
             ),
         }
     }
+}
 
-    /// Runs `action` only for a request bearing the admin token; 401 otherwise.
-    fn authorized(
-        &self,
-        session: &ServerSession,
-        path: &str,
-        action: impl FnOnce(&Self) -> Response<Vec<u8>>,
-    ) -> Response<Vec<u8>> {
-        let config = self.control.current();
-        let expected = config
-            .admin
-            .as_ref()
-            .and_then(|a| a.token_file.as_ref())
-            .and_then(|file| std::fs::read_to_string(file).ok())
-            .map(|token| token.trim().to_string())
-            .filter(|token| !token.is_empty());
-        let presented = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        match (expected, presented) {
-            (Some(expected), Some(presented))
-                if constant_time_eq(expected.as_bytes(), presented.as_bytes()) =>
-            {
-                action(self)
-            }
-            (None, _) => {
-                tracing::warn!(%client, path, "admin request refused: no token_file configured (or it is empty/unreadable)");
-                json_reply(
-                    StatusCode::UNAUTHORIZED,
-                    &json!({"error": "mutating endpoints need [admin] token_file"}),
-                )
-            }
-            (Some(_), presented) => {
-                tracing::warn!(%client, path, token_present = presented.is_some(), "admin request refused: wrong or missing bearer token");
-                let mut response = json_reply(
-                    StatusCode::UNAUTHORIZED,
-                    &json!({"error": "missing or wrong bearer token"}),
-                );
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                response
-            }
-        }
-    }
+/// 429 for an address locked out after too many wrong tokens.
+fn too_many_failures(retry_after: u64) -> Response<Vec<u8>> {
+    let mut response = json_reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"error": "too many wrong tokens from this address", "retry_after_seconds": retry_after}),
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after),
+    );
+    response
 }
 
 /// `POST /purge?url=URL` (every variant of one URL), `?prefix=URL-PREFIX` or `?glob=PATTERN`,
@@ -299,11 +354,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn seconds(duration: std::time::Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
@@ -364,7 +414,8 @@ pub fn effective_config(config: &Config) -> Value {
         "upstream": upstreams,
         "route": config.routes.iter().map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream, "compress": r.compress})).collect::<Vec<_>>(),
         "admin": config.admin.as_ref().map(|a| json!({"listen": a.listen.to_string(),
-            "token_file": a.token_file.as_ref().map(|p| p.display().to_string()), "token": "<redacted>"})),
+            "token_file": a.token_file.as_ref().map(|p| p.display().to_string()), "token": "<redacted>",
+            "protect_metrics": a.protect_metrics})),
         "access_log": {"target": access_log, "buffer": config.access_log.buffer},
         "compression": config.compression.describe(),
     })

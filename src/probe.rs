@@ -23,13 +23,23 @@ pub fn run(config: &Config) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    match probe(dial_address(admin.listen), HEALTH_PATH) {
+    match probe(dial_address(admin.listen), HEALTH_PATH, &probe_token(admin)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
             eprintln!("{HEALTH_PATH} on {}: {reason}", admin.listen);
             ExitCode::FAILURE
         }
     }
+}
+
+/// With `protect_metrics`, `/healthz` needs the admin token: read from `token_file`, sent as
+/// `Authorization: Bearer`. Empty when none is needed (or the file cannot be read: the answer
+/// is then 401, reported as such).
+fn probe_token(admin: &crate::config::AdminConfig) -> String {
+    let file = admin.token_file.as_ref().filter(|_| admin.protect_metrics);
+    file.and_then(|file| std::fs::read_to_string(file).ok())
+        .map(|token| token.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// A wildcard listen address is reached on the loopback address of its family.
@@ -42,14 +52,20 @@ fn dial_address(listen: SocketAddr) -> SocketAddr {
 }
 
 /// One `GET path` over HTTP/1.1; `Ok` when the status is 200.
-fn probe(address: SocketAddr, path: &str) -> Result<(), String> {
+fn probe(address: SocketAddr, path: &str, token: &str) -> Result<(), String> {
     let timeout = Duration::from_secs(PROBE_TIMEOUT_SECS);
     let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let authorization = match token {
+        "" => String::new(),
+        token => format!("Authorization: Bearer {token}\r\n"),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;

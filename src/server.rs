@@ -117,6 +117,7 @@ fn register_metrics() {
     crate::upstream::metrics::register();
     crate::control::register_metrics();
     crate::access_log::register_metrics();
+    crate::admin::register_metrics();
 }
 
 fn server_conf(config: &Config) -> ServerConf {

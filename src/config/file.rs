@@ -28,6 +28,7 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub protect_metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -150,8 +150,11 @@ pub struct UpstreamTls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// File holding the bearer token for mutating endpoints; `None` disables them.
+    /// File holding the bearer token; `None` disables the mutating endpoints and leaves the
+    /// read-only ones open.
     pub token_file: Option<PathBuf>,
+    /// `/metrics`, `/healthz` and `/readyz` need the token too (only with `token_file`).
+    pub protect_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

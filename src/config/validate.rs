@@ -231,7 +231,18 @@ fn build_admin(checker: &mut Checker, raw: &RawAdmin, path: &KeyPath) -> AdminCo
             format!("admin on non-loopback address {listen} needs a token_file, or anyone who reaches it could reload and purge"),
         );
     }
-    AdminConfig { listen, token_file }
+    let protect_metrics = raw.protect_metrics.unwrap_or(false);
+    if protect_metrics && token_file.is_none() {
+        checker.warning(
+            &path.key("protect_metrics"),
+            "protect_metrics = true does nothing without a token_file: /metrics, /healthz and /readyz stay open",
+        );
+    }
+    AdminConfig {
+        listen,
+        token_file,
+        protect_metrics,
+    }
 }
 
 /// The token is read on every admin request (so it can be rotated without a reload); a file
@@ -968,6 +979,18 @@ upstream = "api"
         parse_and_validate(text, Path::new("t.toml"))
             .err()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn protect_metrics_defaults_to_off_and_warns_without_a_token_file() {
+        let open = format!("{GOOD}\n[admin]\n");
+        let config = parse_and_validate(&open, Path::new("t.toml")).expect("valid");
+        let admin = config.admin.expect("an [admin] table");
+        assert!(!admin.protect_metrics && config.warnings.is_empty());
+        let useless = format!("{GOOD}\n[admin]\nprotect_metrics = true\n");
+        let config = parse_and_validate(&useless, Path::new("t.toml")).expect("valid");
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert_eq!(config.warnings[0].key, "admin.protect_metrics");
     }
 
     #[test]

@@ -117,7 +117,8 @@ async fn config_shows_the_effective_config_with_defaults_and_never_the_token() {
     let backend = Backend::start("app").await;
     let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
 
-    let (status, body) = proxy.admin_get("/config").await;
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, body) = proxy.admin_get_auth("/config", Some(&bearer)).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         !body.contains(TOKEN),
@@ -206,6 +207,108 @@ async fn reload_with_the_right_token_answers_the_new_hash_and_a_bare_purge_asks_
     assert_eq!(proxy.admin_post("/reload", Some(TOKEN)).await.0, 401);
     let (status, body) = proxy.admin_post("/reload", Some(rotated)).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_read_endpoints_need_it_in_any_scheme_case_and_the_probes_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
+    let wrong = "Bearer wrong-guess-5a6b7c";
+    for path in ["/config", "/upstreams", "/status.json"] {
+        let (status, _, body) = proxy.admin_get_auth(path, None).await;
+        assert_eq!(status, 401, "GET {path} without a token: {body}");
+        let (status, _, body) = proxy.admin_get_auth(path, Some(wrong)).await;
+        assert_eq!(status, 401, "GET {path} with a wrong token: {body}");
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let authorization = format!("{scheme} {TOKEN}");
+            let (status, _, body) = proxy.admin_get_auth(path, Some(&authorization)).await;
+            assert_eq!(status, 200, "GET {path} with {scheme}: {body}");
+            json(&body);
+        }
+    }
+    // The status page itself holds no data: it loads, and asks for the token in the browser.
+    assert_eq!(proxy.admin_get_auth("/", None).await.0, 200);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, _, body) = proxy.admin_get_auth(path, None).await;
+        assert_eq!(status, 200, "GET {path} is open by default: {body}");
+    }
+    let metrics = proxy.metrics().await;
+    let failures =
+        |reason: &str| metrics.value("parapet_admin_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(failures("missing_token"), 3.0);
+    assert_eq!(failures("wrong_token"), 3.0);
+    assert_eq!(failures("rate_limited"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protect_metrics_puts_the_probes_behind_the_token_and_parapet_health_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let toml = single_upstream_config(reserve_addr(), "", &[backend.addr()], "")
+        + &admin_table(reserve_addr(), Some(&token_file))
+        + "protect_metrics = true\n";
+    let proxy = Proxy::start(&toml).await;
+    let bearer = format!("bearer {TOKEN}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, _, body) = proxy.admin_get_auth(path, None).await;
+        assert_eq!(status, 401, "GET {path} without a token: {body}");
+        let (status, _, body) = proxy.admin_get_auth(path, Some("Bearer nope")).await;
+        assert_eq!(status, 401, "GET {path} with a wrong token: {body}");
+        let (status, _, body) = proxy.admin_get_auth(path, Some(&bearer)).await;
+        assert_eq!(status, 200, "GET {path} with the token: {body}");
+    }
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["health", "-c"])
+        .arg(proxy.config_path())
+        .output()
+        .expect("run parapet health");
+    assert!(
+        health.status.success(),
+        "parapet health does not send the token: {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleven_wrong_tokens_lock_the_address_out_with_429_and_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let backend = Backend::start("app").await;
+    let proxy = proxy_with_admin(&backend, Some(&token_file)).await;
+    for attempt in 1..=10 {
+        let (status, _, body) = proxy.admin_get_auth("/config", Some("Bearer guess")).await;
+        assert_eq!(status, 401, "wrong token {attempt}: {body}");
+    }
+    let (status, retry_after, body) = proxy.admin_get_auth("/config", Some("Bearer guess")).await;
+    assert_eq!(status, 429, "the 11th wrong token: {body}");
+    let seconds: u64 = retry_after
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After is not a number of seconds: {retry_after:?}"));
+    assert!((1..=60).contains(&seconds), "Retry-After: {seconds}");
+    // Locked out means locked out: the right token waits for the window too, on every guarded
+    // endpoint, while the open probes still answer.
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, _) = proxy.admin_get_auth("/upstreams", Some(&bearer)).await;
+    assert_eq!(status, 429);
+    assert_eq!(proxy.admin_post("/reload", Some(TOKEN)).await.0, 429);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "parapet_admin_auth_failures_total",
+            &[("reason", "wrong_token")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        metrics.value(
+            "parapet_admin_auth_failures_total",
+            &[("reason", "rate_limited")]
+        ),
+        3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,6 +238,37 @@ impl Proxy {
         get(&client(), &self.admin_url(path)).await
     }
 
+    /// GET on the admin listener with `Authorization: SCHEME TOKEN` when `authorization` is
+    /// given (e.g. `Some("Bearer TOKEN")`): status, the `Retry-After` header (empty when
+    /// absent) and body.
+    pub async fn admin_get_auth(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> (u16, String, String) {
+        let url = self.admin_url(path);
+        let mut request = client().get(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: body: {e:?}"));
+        (status, retry_after, body)
+    }
+
     /// POST (empty body) on the admin listener, with `Authorization: Bearer TOKEN` when `token`
     /// is given: status and body.
     pub async fn admin_post(&self, path: &str, token: Option<&str>) -> (u16, String) {
