@@ -7,7 +7,7 @@
 
 use crate::cache::metrics::CACHE_METRICS;
 use crate::cache::status::Outcome;
-use crate::proxy::Runtime;
+use crate::proxy::{Runtime, UNROUTED};
 use http::{Response, StatusCode};
 use prometheus::proto::Metric;
 use serde_json::{json, Map, Value};
@@ -128,6 +128,9 @@ impl RouteLatency {
     }
 }
 
+/// How the page names the requests answered before any route took them.
+const UNROUTED_NAME: &str = "(no route: 404s and refused requests)";
+
 /// Per route: its upstream, requests by status class, and its latency buckets.
 fn routes(latency: &RouteLatency) -> Vec<Value> {
     let mut requests: BTreeMap<String, (String, BTreeMap<String, u64>)> = BTreeMap::new();
@@ -148,9 +151,16 @@ fn routes(latency: &RouteLatency) -> Vec<Value> {
         .into_iter()
         .map(|(route, (upstream, by_class))| {
             let (buckets, count) = latency.counts.get(&route).cloned().unwrap_or_default();
+            // Requests no route took are shown as such, not as a route "none" to "none".
+            let unrouted = route == UNROUTED && upstream == UNROUTED;
+            let (name, upstream) = match unrouted {
+                true => (UNROUTED_NAME.to_string(), "-".to_string()),
+                false => (route, upstream),
+            };
             json!({
-                "name": route,
+                "name": name,
                 "upstream": upstream,
+                "unrouted": unrouted,
                 "requests": by_class,
                 "latency_buckets": buckets,
                 "latency_count": count,

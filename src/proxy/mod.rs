@@ -17,7 +17,7 @@ mod runtime;
 
 pub use ctx::{active_requests, Ctx};
 pub use metrics::{register as register_metrics, request_families, RouteMetrics};
-pub use runtime::{DoorFacts, RouteTarget, Runtime};
+pub use runtime::{DoorFacts, RouteTarget, Runtime, UNROUTED};
 
 use crate::cache;
 use crate::refusal::{self, Refusal};

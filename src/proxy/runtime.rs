@@ -23,7 +23,9 @@ pub struct RouteTarget {
 }
 
 /// Label values for requests that matched no route.
-const UNROUTED: &str = "none";
+/// The route and upstream labels of requests answered before a route was found (404s, refusals
+/// of unreadable heads).
+pub const UNROUTED: &str = "none";
 pub static UNROUTED_METRICS: LazyLock<RouteMetrics> =
     LazyLock::new(|| RouteMetrics::new(UNROUTED, UNROUTED));
 

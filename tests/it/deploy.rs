@@ -612,9 +612,33 @@ async fn the_status_page_is_one_html_file_that_loads_nothing_from_outside() {
 async fn the_status_snapshot_has_upstreams_routes_latency_and_cache_counts() {
     let stack = Stack::start(None).await;
     stack.traffic().await;
-    let (status, body) = status_json(&stack.proxy, None).await;
-    assert_eq!(status, 200, "{body}");
-    let snapshot = parse_json(&body);
+    // A request refused before any route: shown as such, not as a route "none" to "none".
+    let mut garbage = crate::harness::RawConnection::open(stack.proxy.addr()).await;
+    garbage.send(b"GARBAGE\r\n\r\n").await;
+    assert_eq!(garbage.response().await.status, 400);
+    // The refusal is counted just after its answer is written: poll for it.
+    let deadline = std::time::Instant::now() + crate::harness::READY_TIMEOUT;
+    let snapshot = loop {
+        let (status, body) = status_json(&stack.proxy, None).await;
+        assert_eq!(status, 200, "{body}");
+        let snapshot = parse_json(&body);
+        let counted = snapshot["routes"]
+            .as_array()
+            .is_some_and(|routes| routes.iter().any(|r| r["unrouted"] == true));
+        if counted || std::time::Instant::now() > deadline {
+            break snapshot;
+        }
+        tokio::time::sleep(crate::harness::POLL_STEP).await;
+    };
+    let listed = snapshot["routes"].as_array().expect("routes");
+    assert!(!listed.iter().any(|r| r["name"] == "none"), "{snapshot:#}");
+    let unrouted: Vec<&serde_json::Value> =
+        listed.iter().filter(|r| r["unrouted"] == true).collect();
+    assert_eq!(unrouted.len(), 1, "{snapshot:#}");
+    assert!(
+        unrouted[0]["requests"]["4xx"].as_u64() >= Some(1),
+        "{snapshot:#}"
+    );
 
     let api = &snapshot["upstreams"]["api"]["servers"];
     let weights: Vec<u64> = (0..3).filter_map(|i| api[i]["weight"].as_u64()).collect();
