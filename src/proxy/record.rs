@@ -168,6 +168,8 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// Milliseconds with microsecond precision: a whole number of µs divided by 1000 is the f64
+/// nearest that 3-decimal value, so the log shows `0.034`, not `0.03381000000000001`.
 fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0
 }

@@ -81,6 +81,38 @@ fn is_request_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Digits after the decimal point of a JSON number as written.
+fn decimals(number: &Value) -> usize {
+    let text = number.to_string();
+    text.split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_are_logged_in_milliseconds_rounded_to_microseconds_issue_25() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let backend = Backend::start("app").await;
+    let proxy = Proxy::start(&logged_config(reserve_addr(), backend.addr(), &log)).await;
+    let client = client();
+    const REQUESTS: usize = 20;
+    for n in 0..REQUESTS {
+        let (status, _) = get(&client, &proxy.url(&format!("/app/{n}"))).await;
+        assert_eq!(status, 200);
+    }
+    let lines = wait_for_lines(&log, REQUESTS).await;
+    for line in &lines {
+        for field in ["duration_ms", "upstream_time_ms"] {
+            let value = &line[field];
+            assert!(value.as_f64().is_some(), "{field} is not a number: {line}");
+            assert!(
+                decimals(value) <= 3,
+                "{field} has more than µs precision: {line}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_one_json_line_with_every_field() {
     let dir = tempfile::tempdir().unwrap();
