@@ -8,6 +8,7 @@
 use crate::cache::metrics::CACHE_METRICS;
 use crate::cache::status::Outcome;
 use crate::proxy::{Runtime, UNROUTED};
+use crate::upstream::ServerState;
 use http::{Response, StatusCode};
 use prometheus::proto::Metric;
 use serde_json::{json, Map, Value};
@@ -36,8 +37,9 @@ pub fn page() -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
-/// Each upstream group (sorted by name) with its servers' health, weight, in-flight requests
-/// and failures in the current `fail_timeout` window; the body of `GET /upstreams` too.
+/// Each upstream group (sorted by name) with its servers' health, weight, in-flight requests,
+/// failures in the current `fail_timeout` window and the last failure (what took a server
+/// down, and when); the body of `GET /upstreams` too.
 pub fn upstream_groups(runtime: &Runtime, now: Instant) -> Value {
     let mut names: Vec<&String> = runtime.upstreams.keys().collect();
     names.sort();
@@ -57,6 +59,7 @@ pub fn upstream_groups(runtime: &Runtime, now: Instant) -> Value {
                         "active_check_up": state.is_active_up(),
                         "in_flight": state.in_flight(),
                         "recent_failures": state.recent_failures(),
+                        "last_failure": last_failure(state),
                     })
                 })
                 .collect();
@@ -64,6 +67,17 @@ pub fn upstream_groups(runtime: &Runtime, now: Instant) -> Value {
         })
         .collect();
     Value::Object(groups)
+}
+
+/// A server's most recent failure (of a request or of the active check) and when, or `null`.
+fn last_failure(state: &ServerState) -> Value {
+    state.last_failure().map_or(Value::Null, |failure| {
+        json!({
+            "reason": failure.reason,
+            "at": humantime::format_rfc3339_seconds(failure.at).to_string(),
+            "source": failure.kind.as_str(),
+        })
+    })
 }
 
 /// Everything the page shows, as of now. Counters are totals since start: the page takes

@@ -160,7 +160,8 @@ impl ProxyHttp for Parapet {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(target) = &ctx.target {
-            e.set_retry(ctx.attempts.connect_failed(&target.upstream));
+            let reason = crate::upstream::failure_reason(&e);
+            e.set_retry(ctx.attempts.connect_failed(&target.upstream, reason));
         }
         e
     }
@@ -348,7 +349,8 @@ impl ProxyHttp for Parapet {
         let before_response = ctx.attempts.awaiting_response();
         let failure = proxy_failure(session, &e, client_reused, before_response);
         let upstream = ctx.target.as_ref().map(|t| &*t.upstream);
-        e.set_retry(ctx.attempts.proxy_failed(upstream, &failure));
+        let reason = crate::upstream::failure_reason(&e);
+        e.set_retry(ctx.attempts.proxy_failed(upstream, &failure, reason));
         e
     }
 

@@ -78,16 +78,22 @@ impl Attempts {
     }
 
     /// Connecting failed: counts it against the server; true when another try may follow.
-    pub fn connect_failed(&self, upstream: &Upstream) -> bool {
+    pub fn connect_failed(&self, upstream: &Upstream, reason: String) -> bool {
         if let Some(current) = &self.current {
             current.guard.server().metrics.connect_failures.inc();
         }
-        self.blame_current(upstream);
+        self.blame_current(upstream, reason);
         retry::after_connect_failure(self.tried.len(), upstream.config.retries)
     }
 
-    /// The try failed after connecting; true when the request is tried again.
-    pub fn proxy_failed(&mut self, upstream: Option<&Upstream>, failure: &ProxyFailure) -> bool {
+    /// The try failed after connecting (`reason` says how, for `/upstreams`); true when the
+    /// request is tried again.
+    pub fn proxy_failed(
+        &mut self,
+        upstream: Option<&Upstream>,
+        failure: &ProxyFailure,
+        reason: String,
+    ) -> bool {
         let count = TryCount {
             tries: self.tried.len(),
             retries: upstream.map(|u| u.config.retries),
@@ -95,7 +101,7 @@ impl Attempts {
         };
         let decision = retry::after_proxy_failure(failure, &count);
         if let (true, Some(upstream)) = (decision.server_at_fault, upstream) {
-            self.blame_current(upstream);
+            self.blame_current(upstream, reason);
         }
         if decision.stale_connection {
             // A new connection, not a try of another server.
@@ -114,9 +120,9 @@ impl Attempts {
         decision.retry
     }
 
-    fn blame_current(&self, upstream: &Upstream) {
+    fn blame_current(&self, upstream: &Upstream, reason: String) {
         if let Some(current) = &self.current {
-            upstream.record_failure(current.index);
+            upstream.record_failure(current.index, reason);
         }
     }
 

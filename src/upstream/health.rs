@@ -2,7 +2,7 @@
 //! `[upstream.NAME.health_check]`, probing with Pingora's HTTP or TCP check and flipping the
 //! server's state after `healthy` / `unhealthy` consecutive results.
 
-use super::{ServerState, StateChange, Upstream};
+use super::{FailureKind, ServerState, StateChange, Upstream};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -92,9 +92,18 @@ async fn probe_loop(server: Arc<ServerState>, config: HealthCheckConfig) {
     loop {
         ticker.tick().await;
         let outcome = tokio::time::timeout(config.timeout, probe.check(&backend)).await;
-        let passed = matches!(outcome, Ok(Ok(())));
-        if !passed {
-            tracing::debug!(upstream = %server.upstream, server = %server.address, "health check failed");
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(super::failure_reason(&e)),
+            Err(_) => Some(format!(
+                "no answer within {}",
+                humantime::format_duration(config.timeout)
+            )),
+        };
+        let passed = failure.is_none();
+        if let Some(reason) = failure {
+            tracing::debug!(upstream = %server.upstream, server = %server.address, reason, "health check failed");
+            server.note_failure(FailureKind::Active, reason);
         }
         match streak.observe(passed, &config) {
             Some(true) => server.set_active_up(true, StateChange::ActiveCheckPassed),

@@ -21,7 +21,7 @@ use select::Candidate;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Why a server changed state, for the log.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,43 @@ struct PassiveHealth {
     announced_down: bool,
 }
 
+/// Which health kept a failure: the active check, or passive health (`max_fails`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Active,
+    Passive,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Active => "health_check",
+            FailureKind::Passive => "request",
+        }
+    }
+}
+
+/// A server's most recent failure, shown by `/upstreams` so an operator sees what took it down.
+#[derive(Debug, Clone)]
+pub struct LastFailure {
+    pub kind: FailureKind,
+    /// Short and free of request data, e.g. `ConnectRefused: Connection refused (os error 111)`.
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+/// A Pingora error as a failure reason: its type, and its root cause when it has one.
+pub fn failure_reason(error: &pingora::Error) -> String {
+    let kind = match error.etype() {
+        pingora::ErrorType::CustomCode(name, code) => format!("{name} {code}"),
+        other => other.as_str().to_string(),
+    };
+    match error.cause.is_some() {
+        true => format!("{kind}: {}", error.root_cause()),
+        false => kind,
+    }
+}
+
 /// Live state of one server.
 #[derive(Debug)]
 pub struct ServerState {
@@ -61,6 +98,7 @@ pub struct ServerState {
     in_flight: AtomicUsize,
     active_up: AtomicBool,
     passive: Mutex<PassiveHealth>,
+    last_failure: Mutex<Option<LastFailure>>,
 }
 
 impl ServerState {
@@ -72,7 +110,22 @@ impl ServerState {
             in_flight: AtomicUsize::new(0),
             active_up: AtomicBool::new(true),
             passive: Mutex::new(PassiveHealth::default()),
+            last_failure: Mutex::new(None),
         }
+    }
+
+    /// The most recent failure, of either health, kept after the server is up again.
+    pub fn last_failure(&self) -> Option<LastFailure> {
+        self.last_failure.lock().clone()
+    }
+
+    /// Keeps `reason` as the last failure (an active check's or a request's).
+    pub fn note_failure(&self, kind: FailureKind, reason: String) {
+        *self.last_failure.lock() = Some(LastFailure {
+            kind,
+            reason,
+            at: SystemTime::now(),
+        });
     }
 
     pub fn in_flight(&self) -> usize {
@@ -110,7 +163,8 @@ impl ServerState {
     /// Counts a failure (connect error, timeout, broken connection) nginx-style: `max_fails`
     /// within `fail_timeout` take the server out for `fail_timeout`, unless `may_mark_down` is
     /// false (the only server of its group, which nginx never marks down either).
-    pub fn record_failure(&self, config: &ServerConfig, may_mark_down: bool) {
+    pub fn record_failure(&self, config: &ServerConfig, may_mark_down: bool, reason: String) {
+        self.note_failure(FailureKind::Passive, reason);
         let now = Instant::now();
         let marked_down = {
             let mut passive = self.passive.lock();
@@ -366,11 +420,11 @@ impl Upstream {
 
     /// Counts a failure of server `index` against its passive health (never marking down the
     /// only server of the group, as nginx).
-    pub fn record_failure(&self, index: usize) {
+    pub fn record_failure(&self, index: usize, reason: String) {
         if let (Some(state), Some(config)) =
             (self.servers.get(index), self.config.servers.get(index))
         {
-            state.record_failure(config, self.servers.len() > 1);
+            state.record_failure(config, self.servers.len() > 1, reason);
         }
     }
 
@@ -471,9 +525,9 @@ mod tests {
     #[test]
     fn passive_failures_take_a_server_out_after_max_fails() {
         let group = upstream(&[1, 1], false);
-        group.record_failure(0);
+        group.record_failure(0, "test failure".to_string());
         assert_eq!(group.healthy_count(), 2);
-        group.record_failure(0);
+        group.record_failure(0, "test failure".to_string());
         assert_eq!(group.healthy_count(), 1);
         for _ in 0..10 {
             assert_eq!(group.select(&[], b"").expect("server").index, 1);
@@ -484,7 +538,7 @@ mod tests {
     fn the_only_server_of_a_group_is_never_marked_down_passively() {
         let group = upstream(&[1], false);
         for _ in 0..10 {
-            group.record_failure(0);
+            group.record_failure(0, "test failure".to_string());
         }
         assert_eq!(group.healthy_count(), 1);
         assert_eq!(group.select(&[], b"").expect("server").index, 0);
@@ -493,8 +547,8 @@ mod tests {
     #[test]
     fn a_server_marked_down_is_up_again_once_it_answers() {
         let group = upstream(&[1, 1], false);
-        group.record_failure(0);
-        group.record_failure(0);
+        group.record_failure(0, "test failure".to_string());
+        group.record_failure(0, "test failure".to_string());
         assert_eq!(group.healthy_count(), 1);
         group.servers[0].record_success();
         assert_eq!(group.healthy_count(), 2);
@@ -505,7 +559,7 @@ mod tests {
     fn with_every_server_down_passively_they_are_forgiven_and_tried_again() {
         let group = upstream(&[1, 1], true);
         for index in [0, 0, 1, 1] {
-            group.record_failure(index);
+            group.record_failure(index, "test failure".to_string());
         }
         assert_eq!(group.healthy_count(), 0);
         let first = group.select(&[], b"").expect("quick recovery");
@@ -529,8 +583,8 @@ mod tests {
     fn quick_recovery_prefers_servers_active_checks_hold_up() {
         let group = upstream(&[1, 1], true);
         group.servers[0].set_active_up(false, StateChange::ActiveCheckFailed);
-        group.record_failure(1);
-        group.record_failure(1);
+        group.record_failure(1, "test failure".to_string());
+        group.record_failure(1, "test failure".to_string());
         assert_eq!(group.healthy_count(), 0);
         for _ in 0..5 {
             assert_eq!(group.select(&[], b"").expect("server").index, 1);

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{
     admin_table, client, config_hash, get, h2c_client, line_of, reserve_addr, server_and_listener,
-    servers, single_upstream_config, try_get, Backend, ConfigFile, Proxy, RawConnection,
+    servers, single_upstream_config, try_get, Backend, ConfigFile, Proxy, RawConnection, Refuser,
 };
 
 /// A token no log line, config dump or error message may ever show.
@@ -107,6 +107,93 @@ async fn upstreams_lists_every_server_with_weight_health_and_in_flight() {
         assert_eq!(server["active_check_up"], true, "{body}");
         assert_eq!(server["in_flight"], 0, "{body}");
         assert_eq!(server["recent_failures"], 0, "{body}");
+    }
+}
+
+/// Polls `/upstreams` until `upstream`'s server `index` is down; returns that server's entry.
+async fn wait_server_down(proxy: &Proxy, upstream: &str, index: usize, traffic: bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if traffic {
+            let _ = try_get(&client(), &proxy.url("/spare/x")).await;
+        }
+        let (_, body) = proxy.admin_get("/upstreams").await;
+        let server = json(&body)[upstream]["servers"][index].clone();
+        if server["healthy"] == false {
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{upstream} server {index} stays up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `at` of a last failure: RFC 3339 UTC, within a minute of now.
+fn assert_recent(at: &Value) {
+    let text = at.as_str().unwrap_or_else(|| panic!("no time: {at}"));
+    let when = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let age = SystemTime::now()
+        .duration_since(when)
+        .unwrap_or(Duration::ZERO);
+    assert!(age < Duration::from_secs(60), "{text} is not recent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_shows_the_failure_that_took_a_server_down_and_when_issue_25() {
+    let app = Backend::start("app").await;
+    let spare = Backend::start("spare").await;
+    let (refused_by_check, refused_by_requests) = (Refuser::new(), Refuser::new());
+    let toml = two_upstreams(
+        reserve_addr(),
+        reserve_addr(),
+        &[app.addr(), refused_by_check.addr()],
+        &[spare.addr(), refused_by_requests.addr()],
+        false,
+    )
+    .replace(
+        "\n[upstream.spare]\n",
+        "\n[upstream.app.health_check]\ntype = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\nhealthy = 1\nunhealthy = 1\n\n[upstream.spare]\n",
+    )
+    .replace(
+        &format!("address = \"{}\"\nmax_fails = 0", refused_by_requests.addr()),
+        &format!("address = \"{}\"\nmax_fails = 1", refused_by_requests.addr()),
+    );
+    assert!(
+        toml.contains("max_fails = 1") && toml.contains("type = \"tcp\""),
+        "{toml}"
+    );
+    let proxy = Proxy::start(&toml).await;
+
+    let by_check = wait_server_down(&proxy, "app", 1, false).await;
+    let failure = &by_check["last_failure"];
+    assert_eq!(failure["source"], "health_check", "{by_check}");
+    assert!(
+        failure["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Connect")),
+        "{by_check}"
+    );
+    assert_recent(&failure["at"]);
+
+    let by_requests = wait_server_down(&proxy, "spare", 1, true).await;
+    let failure = &by_requests["last_failure"];
+    assert_eq!(failure["source"], "request", "{by_requests}");
+    assert!(
+        failure["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ConnectRefused")),
+        "{by_requests}"
+    );
+    assert_recent(&failure["at"]);
+
+    let (_, body) = proxy.admin_get("/upstreams").await;
+    let value = json(&body);
+    for upstream in ["app", "spare"] {
+        let healthy = &value[upstream]["servers"][0];
+        assert_eq!(healthy["healthy"], true, "{body}");
+        assert!(healthy["last_failure"].is_null(), "{body}");
     }
 }
 
