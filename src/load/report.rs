@@ -193,6 +193,16 @@ impl Report {
                 })
             })
             .collect();
+        let total = total_report(plan, tallies);
+        let client = &total.latency_ms;
+        let client_ms = |percentile: f64| match percentile {
+            50.0 => client.p50,
+            95.0 => client.p95,
+            99.0 => client.p99,
+            _ => None,
+        };
+        let generator = generator_report(&run);
+        let split = run.split.map(|split| split.capped_by_client(client_ms));
         let stages = (0..plan.stages.len())
             .map(|index| stage_report(plan, tallies, index))
             .collect();
@@ -209,9 +219,9 @@ impl Report {
             all_failed,
             passed: run.interrupted.is_none() && !all_failed && thresholds.iter().all(|v| v.passed),
             thresholds,
-            generator: generator_report(&run),
+            generator,
             timeline: timeline(plan, tallies, &run.split_timeline),
-            split: run.split,
+            split,
         }
     }
 }

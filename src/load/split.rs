@@ -8,6 +8,11 @@
 //! which is exact. Histogram percentiles are estimated as Prometheus' `histogram_quantile` does,
 //! by linear interpolation inside the bucket where the rank falls, so each estimate is only
 //! known to lie within that bucket; reports give the bucket next to the value.
+//!
+//! The client saw every request Parapet's part is taken from, so no percentile of that part can
+//! truly be above the client's own: where a bucket's interpolation puts it there (all requests
+//! under 1 ms land in one bucket, and the estimate is spread across it), the figure is capped at
+//! the client's percentile and marked `≤` ([`SplitReport::capped_by_client`]).
 
 use super::format::format_ms;
 use super::scrape::{self, Sample};
@@ -243,14 +248,36 @@ pub struct EstimateMs {
     pub ms: f64,
     /// `[lower, upper]` of the bucket in ms; upper is `null` for the overflow bucket.
     pub bucket_ms: [Option<f64>; 2],
+    /// The bucket's interpolated estimate, ms, when it was above the client's own percentile
+    /// and `ms` was capped at the client's figure; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub above_client_estimate_ms: Option<f64>,
 }
 
 impl EstimateMs {
-    /// `value [lower–upper]`, e.g. `375.0ms [250.0ms–500.0ms]`.
+    /// `value [lower–upper]`, e.g. `375.0ms [250.0ms–500.0ms]`; `≤value [lower–upper]` when the
+    /// value is the client's percentile standing in for a bucket estimate above it.
     pub fn with_bucket(&self) -> String {
         let lower = self.bucket_ms[0].map_or("0".to_string(), format_ms);
         let upper = self.bucket_ms[1].map_or("+Inf".to_string(), format_ms);
-        format!("{} [{lower}–{upper}]", format_ms(self.ms))
+        let capped = if self.above_client_estimate_ms.is_some() {
+            "≤"
+        } else {
+            ""
+        };
+        format!("{capped}{} [{lower}–{upper}]", format_ms(self.ms))
+    }
+
+    /// This estimate, no higher than `client_ms` (the client's figure at the same percentile).
+    fn capped_at(&self, client_ms: Option<f64>) -> EstimateMs {
+        match client_ms {
+            Some(client_ms) if self.ms > client_ms => EstimateMs {
+                ms: client_ms,
+                above_client_estimate_ms: Some(self.ms),
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
     }
 
     /// The estimate at `percentile` in `estimates`, with its bucket; "-" when there is none.
@@ -272,6 +299,7 @@ impl EstimateMs {
                     .is_finite()
                     .then_some(estimate.upper * 1000.0),
             ],
+            above_client_estimate_ms: None,
         }
     }
 }
@@ -341,7 +369,8 @@ pub struct SplitReport {
 const METHOD: &str = "Deltas of Parapet's histograms between the scrapes before and after the run \
 (everything Parapet served meanwhile counts). Percentiles are interpolated inside the bucket they \
 fall in, as histogram_quantile does; proxy = total - upstream at each percentile, mean proxy from \
-the histograms' sums (exact).";
+the histograms' sums (exact). A percentile the buckets put above the client's own is clamped to \
+the client's (ms; the bucket's estimate kept as above_client_estimate_ms).";
 
 impl SplitReport {
     pub fn new(delta: &Snapshot) -> SplitReport {
@@ -369,6 +398,31 @@ impl SplitReport {
                 })
                 .collect(),
         }
+    }
+}
+
+impl SplitReport {
+    /// Caps every percentile of Parapet's part at the client's own: `client_ms(p)` is the
+    /// client's latency at percentile `p`, ms. The client timed every request whose parts
+    /// Parapet's histograms hold, so an estimate above it only says how coarse the bucket is;
+    /// such a figure becomes the client's, marked `≤`, and proxy time is recomputed from the
+    /// capped figures (so it is never above the client's either).
+    pub fn capped_by_client(mut self, client_ms: impl Fn(f64) -> Option<f64>) -> SplitReport {
+        let cap = |estimates: &[EstimateMs]| -> Vec<EstimateMs> {
+            estimates
+                .iter()
+                .map(|e| e.capped_at(client_ms(e.percentile)))
+                .collect()
+        };
+        for route in &mut self.routes {
+            route.total = cap(&route.total);
+            route.upstream = cap(&route.upstream);
+            route.proxy = differences(&route.total, &route.upstream);
+        }
+        for server in &mut self.servers {
+            server.upstream_time = cap(&server.upstream_time);
+        }
+        self
     }
 }
 
@@ -484,6 +538,58 @@ parapet_upstream_response_seconds_count{server="127.0.0.1:1",upstream="app"} 30
         let mean_proxy = route.mean_proxy_ms.unwrap();
         assert!((mean_proxy - 1.0).abs() < 1e-6, "{mean_proxy}");
         assert_eq!(split.bucket_bounds_ms, vec![250.0, 500.0]);
+    }
+
+    /// A fast origin: every request under 1 ms inside Parapet, so the whole histogram is one
+    /// bucket and its interpolation puts p50 at 500 µs, above the client's 300 µs.
+    #[test]
+    fn no_percentile_of_the_split_is_printed_above_the_clients() {
+        let text = r#"
+parapet_requests_total{protocol="http1",route="api",status_class="2xx",upstream="app"} 100
+parapet_request_duration_seconds_bucket{protocol="http1",route="api",le="0.001"} 100
+parapet_request_duration_seconds_bucket{protocol="http1",route="api",le="+Inf"} 100
+parapet_request_duration_seconds_sum{protocol="http1",route="api"} 0.03
+parapet_request_duration_seconds_count{protocol="http1",route="api"} 100
+parapet_upstream_response_seconds_bucket{server="127.0.0.1:1",upstream="app",le="0.001"} 100
+parapet_upstream_response_seconds_bucket{server="127.0.0.1:1",upstream="app",le="+Inf"} 100
+parapet_upstream_response_seconds_sum{server="127.0.0.1:1",upstream="app"} 0.02
+parapet_upstream_response_seconds_count{server="127.0.0.1:1",upstream="app"} 100
+"#;
+        let split = SplitReport::new(&Snapshot::parse(text));
+        assert!((split.routes[0].upstream[0].ms - 0.5).abs() < 1e-9);
+        // The client: p50 300 µs, p95 2 ms (above the bucket's estimate), no p99.
+        let client = |p: f64| match p {
+            50.0 => Some(0.3),
+            95.0 => Some(2.0),
+            _ => None,
+        };
+        let split = split.capped_by_client(client);
+        let route = &split.routes[0];
+        for estimates in [
+            &route.total,
+            &route.upstream,
+            &split.servers[0].upstream_time,
+        ] {
+            let p50 = &estimates[0];
+            assert_eq!((p50.percentile, p50.ms), (50.0, 0.3));
+            assert!((p50.above_client_estimate_ms.unwrap() - 0.5).abs() < 1e-9);
+            assert_eq!(p50.bucket_ms, [Some(0.0), Some(1.0)]);
+            assert_eq!(p50.with_bucket(), "≤300µs [0µs–1.00ms]");
+            let p95 = &estimates[1];
+            assert!((p95.ms - 0.95).abs() < 1e-9, "below the client's: kept");
+            assert_eq!(p95.above_client_estimate_ms, None);
+            assert_eq!(p95.with_bucket(), "950µs [0µs–1.00ms]");
+            assert!(
+                estimates[2].above_client_estimate_ms.is_none(),
+                "no client p99"
+            );
+        }
+        assert!(
+            route.proxy.iter().all(|p| p.ms <= 0.3 + 1e-9),
+            "{:?}",
+            route.proxy
+        );
+        assert_eq!(route.proxy[0].ms, 0.0);
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn split_section(out: &mut String, split: &SplitReport, client: &LatencyReport) 
         .collect();
     let _ = writeln!(
         out,
-        "\nParapet's split (from /metrics histogram deltas; bucket bounds {}; each estimate is interpolated inside the [bucket] shown)",
+        "\nParapet's split (from /metrics histogram deltas; bucket bounds {}; each estimate is interpolated inside the [bucket] shown; ≤ marks one clamped to the client's own percentile)",
         bounds.join(" ")
     );
     if split.routes.is_empty() {

@@ -544,6 +544,82 @@ async fn requests_are_counted_by_route_upstream_status_class_and_protocol() {
     );
 }
 
+/// Issue 26 point 9: both latency histograms have buckets below 1 ms (50, 100, 250, 500 µs,
+/// written by the prometheus crate as `le="0.00005"`, `le="0.0001"`, `le="0.00025"`,
+/// `le="0.0005"`), and fast requests land in them: the origin's answer over loopback in
+/// `parapet_upstream_response_seconds`, a 404 Parapet answers itself (no route) in
+/// `parapet_request_duration_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_histograms_have_sub_millisecond_buckets_and_fast_requests_fill_them_issue_26() {
+    let backend = Backend::start("app").await;
+    let spare = Backend::start("spare").await;
+    let proxy = Proxy::start(&two_upstreams(
+        reserve_addr(),
+        reserve_addr(),
+        &[backend.addr()],
+        &[spare.addr()],
+        false,
+    ))
+    .await;
+    let client = client();
+    const SENT: usize = 40;
+    for i in 0..SENT {
+        assert_eq!(
+            get(&client, &proxy.url(&format!("/web/{i}"))).await,
+            (200, "app".to_string())
+        );
+        assert_eq!(get(&client, &proxy.url("/nowhere")).await.0, 404);
+    }
+    let server = backend.addr().to_string();
+    let families: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "parapet_request_duration_seconds",
+            &[("protocol", "http1"), ("route", "none")],
+        ),
+        (
+            "parapet_upstream_response_seconds",
+            &[("server", server.as_str()), ("upstream", "app")],
+        ),
+    ];
+    let (metrics, _) = proxy
+        .metrics_until(|m| {
+            families
+                .iter()
+                .all(|(family, labels)| m.value(&format!("{family}_count"), labels) >= SENT as f64)
+        })
+        .await;
+    for (family, labels) in families {
+        let bucket = |le: &str| -> Option<f64> {
+            let mut labels = labels.to_vec();
+            labels.push(("le", le));
+            metrics.get(&format!("{family}_bucket"), &labels)
+        };
+        let counts: Vec<f64> = ["0.00005", "0.0001", "0.00025", "0.0005", "0.001", "+Inf"]
+            .iter()
+            .map(|le| {
+                bucket(le).unwrap_or_else(|| {
+                    panic!(
+                        "no {family} bucket le=\"{le}\" {labels:?}: {}",
+                        metrics.text
+                    )
+                })
+            })
+            .collect();
+        assert!(
+            counts.windows(2).all(|w| w[0] <= w[1]),
+            "{family} buckets are cumulative: {counts:?}"
+        );
+        assert_eq!(counts[5], SENT as f64, "{family}: {counts:?}");
+        // Loopback and a tiny answer: most take a few hundred µs even in a debug build on
+        // shared cores; one under 500 µs is all this needs.
+        assert!(
+            counts[3] >= 1.0,
+            "{family}: no request in a sub-millisecond bucket: {counts:?}\n{}",
+            metrics.text
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_pooled_upstream_connections() {
     let backend = Backend::start("app").await;
