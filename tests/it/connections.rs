@@ -118,6 +118,20 @@ async fn a_partial_head_that_stalls_gets_408_and_an_access_log_line_issue_25() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_pauses_past_a_shorter_keepalive_timeout_is_still_served_issue_25() {
+    let (proxy, _origin) = start("header_timeout = \"5s\"\nkeepalive_timeout = \"1s\"", "").await;
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection.send(GET).await;
+    assert_eq!(connection.response().await.status, 200);
+    // The next head begins, then pauses longer than keepalive_timeout but well within
+    // header_timeout: only header_timeout bounds a head that has begun.
+    connection.send(b"GET / HTTP/1.1\r\n").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    connection.send(b"Host: a.test\r\n\r\n").await;
+    assert_eq!(connection.response().await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_new_connection_is_closed_after_header_timeout_without_an_answer_issue_17() {
     let (proxy, _origin) = start("header_timeout = \"1s\"", "").await;
     let mut connection = RawConnection::open(proxy.addr()).await;

@@ -219,9 +219,14 @@ impl HttpSession {
         buf: &mut BytesMut,
         already_read: usize,
     ) -> Result<Option<usize>> {
+        // Once a head has begun under `header_timeout`, its deadline alone bounds the read, as
+        // nginx's client_header_timeout: a keep-alive timeout shorter than it must not cut a
+        // slow head short. (Parapet patch 24.)
+        let head_begun = already_read > 0 && self.header_timeout.is_some();
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
             match self.keepalive_timeout {
+                _ if head_begun => read_event.await,
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
                     // A head begun and not finished is the client's timeout, answered 408
