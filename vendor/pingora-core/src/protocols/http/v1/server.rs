@@ -489,11 +489,6 @@ impl HttpSession {
                         self.pipelined_idle_bytes_stashed = false;
                         self.response_written = None;
                         self.respect_keepalive();
-
-                        // Disable keepalive if both Transfer-Encoding and Content-Length were present
-                        if has_both_te_and_cl {
-                            self.set_keepalive(None);
-                        }
                         self.validate_request()?;
 
                         return Ok(Some(s));
