@@ -9,7 +9,7 @@
 mod auth;
 mod status;
 
-use crate::config::{AccessLogTarget, AdminConfig, Config, HealthCheckKind};
+use crate::config::{effective, AdminConfig};
 use crate::control::Control;
 use crate::metrics;
 use async_trait::async_trait;
@@ -87,8 +87,7 @@ impl ServeHttp for Admin {
         if !purge_method && !KNOWN_PATHS.contains(&path.as_str()) {
             return reply(StatusCode::NOT_FOUND, TEXT, "not found\n");
         }
-        let config = self.control.current();
-        let admin = config.admin.clone().unwrap_or_else(|| AdminConfig {
+        let admin = self.control.admin().unwrap_or_else(|| AdminConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             token_file: None,
             protect_metrics: false,
@@ -96,19 +95,13 @@ impl ServeHttp for Admin {
         let label = if purge_method { "PURGE" } else { path.as_str() };
         let guard = auth::guard_of(&path, purge_method, &admin);
         self.refusal(session, &admin, guard, label)
-            .unwrap_or_else(|| self.serve(session, &method, &path, &config))
+            .unwrap_or_else(|| self.serve(session, &method, &path))
     }
 }
 
 impl Admin {
     /// The endpoint's answer, once the request has passed its guard.
-    fn serve(
-        &self,
-        session: &ServerSession,
-        method: &Method,
-        path: &str,
-        config: &Config,
-    ) -> Response<Vec<u8>> {
+    fn serve(&self, session: &ServerSession, method: &Method, path: &str) -> Response<Vec<u8>> {
         match (method, path) {
             (&Method::GET, "/") => status::page(),
             (&Method::GET, "/status.json") => {
@@ -118,7 +111,7 @@ impl Admin {
             (&Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/upstreams") => self.upstreams(),
-            (&Method::GET, "/config") => json_reply(StatusCode::OK, &effective_config(config)),
+            (&Method::GET, "/config") => json_reply(StatusCode::OK, &self.effective_config()),
             (&Method::POST, "/reload") => self.reload(),
             (&Method::POST, "/purge") => purge(session.req_header().uri.query().unwrap_or("")),
             (method, _) if method.as_str() == "PURGE" => {
@@ -234,11 +227,25 @@ impl Admin {
         json_reply(StatusCode::OK, &groups)
     }
 
+    /// The config in force with every default filled in, and the file's changes that wait
+    /// for an upgrade. Secrets are never shown.
+    fn effective_config(&self) -> Value {
+        let in_force = self.control.in_force();
+        let mut shown = effective::render(&in_force.config);
+        shown["pending_upgrade"] = in_force
+            .pending_upgrade
+            .iter()
+            .map(|p| json!({"key": p.key, "running": p.running, "in_file": p.in_file, "note": p.describe()}))
+            .collect();
+        shown
+    }
+
     fn reload(&self) -> Response<Vec<u8>> {
         match self.control.reload() {
             Ok(report) => json_reply(
                 StatusCode::OK,
-                &json!({"reloaded": true, "config_hash": report.config_hash, "note": report.listeners_unchanged_note}),
+                &json!({"reloaded": true, "config_hash": report.config_hash,
+                        "pending_upgrade": report.pending_upgrade.iter().map(|p| p.describe()).collect::<Vec<_>>()}),
             ),
             Err(e) => json_reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -352,71 +359,4 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn seconds(duration: std::time::Duration) -> String {
-    humantime::format_duration(duration).to_string()
-}
-
-/// The config in force with every default filled in. The admin token itself is never shown.
-pub fn effective_config(config: &Config) -> Value {
-    let upstreams: serde_json::Map<String, Value> = config
-        .upstreams
-        .iter()
-        .map(|(name, u)| {
-            let health = u.health_check.as_ref().map(|h| {
-                let (kind, path, expect_status, host) = match &h.kind {
-                    HealthCheckKind::Http { path, expect_status, host } => ("http", Some(path.clone()), Some(*expect_status), host.clone()),
-                    HealthCheckKind::Tcp => ("tcp", None, None, None),
-                };
-                json!({"type": kind, "path": path, "expect_status": expect_status, "host": host,
-                       "interval": seconds(h.interval), "timeout": seconds(h.timeout),
-                       "healthy": h.healthy, "unhealthy": h.unhealthy})
-            });
-            let servers: Vec<Value> = u
-                .servers
-                .iter()
-                .map(|s| json!({"address": s.address.to_string(), "weight": s.weight, "max_fails": s.max_fails, "fail_timeout": seconds(s.fail_timeout)}))
-                .collect();
-            (
-                name.clone(),
-                json!({"balance": format!("{:?}", u.balance), "keepalive": u.keepalive,
-                       "connect_timeout": seconds(u.connect_timeout), "read_timeout": seconds(u.read_timeout),
-                       "write_timeout": seconds(u.write_timeout), "idle_timeout": seconds(u.idle_timeout),
-                       "retries": u.retries, "try_when_all_down": u.try_when_all_down,
-                       "server": servers, "health_check": health}),
-            )
-        })
-        .collect();
-    let access_log = match &config.access_log.target {
-        AccessLogTarget::Off => "off".to_string(),
-        AccessLogTarget::Stdout => "stdout".to_string(),
-        AccessLogTarget::File(path) => path.display().to_string(),
-    };
-    json!({
-        "source": config.source.display().to_string(),
-        "server": {"threads": config.server.threads, "grace_period": seconds(config.server.grace_period),
-                   "max_request_header_size": config.server.max_request_header_size,
-                   "max_request_body_size": config.server.max_request_body_size,
-                   "header_timeout": seconds(config.server.header_timeout),
-                   "keepalive_timeout": seconds(config.server.keepalive_timeout),
-                   "client_body_timeout": seconds(config.server.client_body_timeout),
-                   "merge_slashes": config.server.merge_slashes,
-                   "forward_raw_path": config.server.forward_raw_path,
-                   "upgrade_socket": config.server.upgrade_socket.display().to_string(),
-                   "server_header": config.server.server_header.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")},
-        "listener": config.listeners.iter().map(|l| {
-            let mut protocols = Vec::new();
-            if l.http1 { protocols.push("http1"); }
-            if l.h2c { protocols.push("h2c"); }
-            json!({"address": l.address.to_string(), "protocols": protocols})
-        }).collect::<Vec<_>>(),
-        "upstream": upstreams,
-        "route": config.routes.iter().map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream, "compress": r.compress})).collect::<Vec<_>>(),
-        "admin": config.admin.as_ref().map(|a| json!({"listen": a.listen.to_string(),
-            "token_file": a.token_file.as_ref().map(|p| p.display().to_string()), "token": "<redacted>",
-            "protect_metrics": a.protect_metrics})),
-        "access_log": {"target": access_log, "buffer": config.access_log.buffer},
-        "compression": config.compression.describe(),
-    })
 }

@@ -2,7 +2,8 @@
 //! checks and certificates in one step while requests keep flowing. A bad file changes
 //! nothing. Also the config's hash and the reload metrics.
 
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::start_only::{self, Pending};
+use crate::config::{Config, ConfigError};
 use crate::metrics::{counter_vec, gauge, gauge_vec};
 use crate::proxy::Runtime;
 use crate::tls::Resolvers;
@@ -50,8 +51,8 @@ pub fn register_metrics() {
 #[derive(Debug)]
 pub struct ReloadReport {
     pub config_hash: String,
-    /// Set when the new file changes listeners, which only an upgrade can apply.
-    pub listeners_unchanged_note: Option<String>,
+    /// Start-only settings the file changes, still at their running values.
+    pub pending_upgrade: Vec<Pending>,
 }
 
 /// Why a reload changed nothing.
@@ -69,10 +70,18 @@ pub enum ReloadError {
 /// The running config and the handles a reload swaps.
 pub struct Control {
     config_path: PathBuf,
-    current: Mutex<Config>,
+    /// The config in force: the file's as of the last reload, start-only settings as started.
+    current: Mutex<InForce>,
     runtime: Arc<ArcSwap<Runtime>>,
     health: Arc<HealthSupervisor>,
     resolvers: Resolvers,
+}
+
+/// The config in force and what the file changed that waits for an upgrade.
+#[derive(Clone)]
+pub struct InForce {
+    pub config: Config,
+    pub pending_upgrade: Vec<Pending>,
 }
 
 /// Short SHA-256 of the config text, shown in metrics and reload answers.
@@ -108,7 +117,10 @@ impl Control {
         }
         Control {
             config_path: config.source.clone(),
-            current: Mutex::new(config),
+            current: Mutex::new(InForce {
+                config,
+                pending_upgrade: Vec::new(),
+            }),
             runtime,
             health,
             resolvers,
@@ -120,14 +132,19 @@ impl Control {
         self.runtime.load_full()
     }
 
-    /// The config now in force.
-    pub fn current(&self) -> Config {
+    /// The `[admin]` settings now in force.
+    pub fn admin(&self) -> Option<crate::config::AdminConfig> {
+        self.current.lock().config.admin.clone()
+    }
+
+    /// The config now in force, with the file's changes that wait for an upgrade.
+    pub fn in_force(&self) -> InForce {
         self.current.lock().clone()
     }
 
     /// Loads and applies the config file again. On error nothing changes.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let (config, hash) = match self.load() {
+        let (file_config, hash) = match self.load() {
             Ok(loaded) => loaded,
             Err(e) => {
                 CONFIG_METRICS
@@ -139,7 +156,7 @@ impl Control {
             }
         };
         let mut current = self.current.lock();
-        let note = listener_change_note(&current.listeners, &config.listeners);
+        let (config, pending_upgrade) = start_only::apply_reload(&current.config, file_config);
         let old = self.runtime.load_full();
         let new = Runtime::build(&config, Some(&old));
         let upstreams: Vec<_> = new.upstreams.values().cloned().collect();
@@ -147,16 +164,19 @@ impl Control {
         self.runtime.store(Arc::new(new));
         self.health.restart(&upstreams);
         self.replace_certificates(&config);
-        *current = config;
+        *current = InForce {
+            config,
+            pending_upgrade: pending_upgrade.clone(),
+        };
         CONFIG_METRICS.reloads.with_label_values(&[RELOAD_OK]).inc();
         record_loaded(&hash);
-        if let Some(note) = &note {
-            tracing::warn!("{note}");
+        for pending in &pending_upgrade {
+            tracing::warn!("{}", pending.describe());
         }
         tracing::info!(config = %self.config_path.display(), hash = %hash, "config reloaded");
         Ok(ReloadReport {
             config_hash: hash,
-            listeners_unchanged_note: note,
+            pending_upgrade,
         })
     }
 }
@@ -184,18 +204,6 @@ impl Control {
             }
         }
     }
-}
-
-fn listener_change_note(old: &[ListenerConfig], new: &[ListenerConfig]) -> Option<String> {
-    let key = |l: &ListenerConfig| (l.address, l.http1, l.h2c, l.h2, l.h3, l.is_tls());
-    let mut before: Vec<_> = old.iter().map(key).collect();
-    let mut after: Vec<_> = new.iter().map(key).collect();
-    before.sort();
-    after.sort();
-    (before != after).then(|| {
-        "listener changes need a binary upgrade (SIGQUIT, then `parapet run --upgrade`); the listeners stay as they were"
-            .to_string()
-    })
 }
 
 fn forget_removed_servers(old: &Runtime, new: &Runtime) {

@@ -115,23 +115,6 @@ impl Default for CompressionConfig {
     }
 }
 
-impl CompressionConfig {
-    /// The table as `/config` shows it.
-    pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "enabled": self.enabled,
-            "algorithms": self.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-            "min_length": self.min_length,
-            "types": self.types.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-            "gzip_level": self.levels.gzip,
-            "brotli_level": self.levels.brotli,
-            "zstd_level": self.levels.zstd,
-            "max_decompressed_size": self.bounds.max_decompressed_size,
-            "max_ratio": self.bounds.max_ratio,
-        })
-    }
-}
-
 /// One request's compression plan, kept in its `Ctx`: empty when compression is off for the
 /// route (or globally), else the parsed `Accept-Encoding` and the negotiated coding.
 #[derive(Debug, Clone, Default)]

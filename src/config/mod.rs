@@ -6,8 +6,10 @@
 //! open defaults left. Every problem is reported as `FILE:LINE:key: message`.
 
 mod deserialize;
+pub mod effective;
 mod file;
 pub mod locate;
+pub mod start_only;
 pub mod units;
 mod validate;
 
@@ -87,6 +89,19 @@ pub struct SharedCacheConfig {
     pub breaker_failures: u32,
     /// How long an open breaker keeps Redis out before one probe (default 1 s).
     pub breaker_cooldown: Duration,
+}
+
+impl SharedCacheConfig {
+    /// `url` without the `user:password@` part, for logs, the status page and `/config`.
+    pub fn url_without_credentials(&self) -> String {
+        let url = &self.url;
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}{}", &url[..scheme_end + 3], &url[at + 1..])
+            }
+            _ => url.clone(),
+        }
+    }
 }
 
 /// A value that `Debug` does not print.

@@ -1,5 +1,5 @@
-//! Parsing of the human-written units in the config: durations ("250ms", "30s", "365d") and
-//! sizes ("64KiB", "16MiB").
+//! The human-written units in the config: durations ("250ms", "30s", "365d") and sizes
+//! ("64KiB", "16MiB"), parsed, and written back the way a config file would spell them.
 
 use std::time::Duration;
 
@@ -67,6 +67,41 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         .ok_or_else(|| UnitError::SizeTooLarge(text.to_string()))
 }
 
+/// A duration in the largest unit that keeps it whole ("90s", "5m", "365d"; "0s" for zero),
+/// so that [`parse_duration`] reads it back exactly (below a millisecond is dropped).
+pub fn format_duration(duration: Duration) -> String {
+    const UNITS: [(u128, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_string();
+    }
+    UNITS
+        .iter()
+        .find(|(per_unit, _)| millis.is_multiple_of(*per_unit))
+        .map_or_else(
+            || format!("{millis}ms"),
+            |(per_unit, unit)| format!("{}{unit}", millis / per_unit),
+        )
+}
+
+/// A size in the largest binary unit that keeps it whole ("64KiB", "1GiB"), or its number of
+/// bytes when no unit does, so that [`parse_size`] reads it back exactly.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(per_unit, _)| bytes != 0 && bytes.is_multiple_of(*per_unit))
+        .map_or_else(
+            || bytes.to_string(),
+            |(per_unit, unit)| format!("{}{unit}", bytes / per_unit),
+        )
+}
+
 fn split_number(text: &str) -> Result<(u64, &str), UnitError> {
     let trimmed = text.trim();
     let digits_end = trimmed
@@ -104,6 +139,26 @@ mod tests {
             .contains("add a unit"));
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_are_written_back_as_a_file_spells_them() {
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(365 * 86400)), "365d");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_size(64 << 10), "64KiB");
+        assert_eq!(format_size(1 << 30), "1GiB");
+        assert_eq!(format_size(1500), "1500");
+        assert_eq!(format_size(0), "0");
+        for text in ["1s", "75s", "5m", "2h", "10d", "1ms"] {
+            let duration = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+        for bytes in [0, 1, 1024, 1536, 16 << 20, 8 << 30] {
+            assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
     }
 
     #[test]

@@ -228,6 +228,78 @@ async fn config_shows_the_effective_config_with_defaults_and_never_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_spells_values_as_the_file_does_and_after_a_reload_shows_only_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_token(dir.path());
+    let (first, second) = (
+        Backend::start("first").await,
+        Backend::start("second").await,
+    );
+    let proxy = proxy_with_admin(&first, Some(&token_file)).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let shown = || async {
+        let (status, _, body) = proxy.admin_get_auth("/config", Some(&bearer)).await;
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+
+    let value = shown().await;
+    let app = &value["upstream"]["app"];
+    assert_eq!(app["balance"], "least_conn", "{value}");
+    assert_eq!(app["connect_timeout"], "500ms", "{value}");
+    assert_eq!(app["idle_timeout"], "1m", "{value}");
+    assert_eq!(value["server"]["keepalive_timeout"], "75s", "{value}");
+    assert_eq!(value["server"]["max_request_body_size"], "16MiB", "{value}");
+    assert_eq!(value["http2"]["initial_stream_window"], "1MiB", "{value}");
+    assert_eq!(value["http3"]["max_concurrent_streams"], 100, "{value}");
+    assert_eq!(value["cache"]["stale_if_error"], "5m", "{value}");
+    assert_eq!(value["route"][0]["cache"], false, "{value}");
+    assert_eq!(value["pending_upgrade"], serde_json::json!([]), "{value}");
+
+    // A new listener address and a new server: the server applies, the listener waits.
+    let text = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let moved = reserve_addr();
+    let edited = text
+        .replace(&proxy.addr().to_string(), &moved.to_string())
+        .replace(&first.addr().to_string(), &second.addr().to_string());
+    proxy.write_config(&edited);
+    let (status, body) = proxy.admin_post("/reload", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("binary upgrade"), "{body}");
+
+    let value = shown().await;
+    assert_eq!(
+        value["listener"][0]["address"],
+        proxy.addr().to_string(),
+        "{value}"
+    );
+    assert_eq!(
+        value["upstream"]["app"]["server"][0]["address"],
+        second.addr().to_string(),
+        "{value}"
+    );
+    let pending = &value["pending_upgrade"][0];
+    assert_eq!(pending["key"], "listener", "{value}");
+    assert_eq!(
+        pending["in_file"][0]["address"],
+        moved.to_string(),
+        "{value}"
+    );
+    assert!(
+        pending["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("binary upgrade"),
+        "{value}"
+    );
+    assert_eq!(
+        value["pending_upgrade"].as_array().map(Vec::len),
+        Some(1),
+        "{value}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_and_purge_refuse_a_missing_or_wrong_token_and_never_log_it() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = write_token(dir.path());

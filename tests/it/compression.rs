@@ -407,7 +407,7 @@ async fn a_reload_applies_the_compression_table_and_config_shows_it() {
         shown["compression"]["algorithms"],
         serde_json::json!(["br", "zstd", "gzip"])
     );
-    assert_eq!(shown["compression"]["min_length"], 1024);
+    assert_eq!(shown["compression"]["min_length"], "1KiB");
     assert_eq!(shown["compression"]["brotli_level"], 3);
     assert_eq!(shown["route"][0]["compress"], true);
     assert_eq!(

@@ -95,7 +95,7 @@ pub fn init(
     let tier: &'static SharedTier = Box::leak(Box::new(SharedTier {
         pool: RedisPool::new(config)?,
         keys: Keys::new(&config.key_prefix),
-        url_for_display: without_credentials(&config.url),
+        url_for_display: config.url_without_credentials(),
         max_object_size: usize::try_from(config.max_object_size).unwrap_or(usize::MAX),
         chunk_size: usize::try_from(config.chunk_size).unwrap_or(usize::MAX),
         lock_timeout: config.lock_timeout,
@@ -424,31 +424,4 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
-}
-
-/// The URL with any `user:password@` removed, for logs and the status page.
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}{}", &url[..scheme_end + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_reach_the_status_page() {
-        assert_eq!(
-            without_credentials("rediss://user:pw@cache:6380/0"),
-            "rediss://cache:6380/0"
-        );
-        assert_eq!(
-            without_credentials("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-    }
 }
